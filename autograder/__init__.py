@@ -1,0 +1,1 @@
+"""Tools around the hw2-dpo-ppo homework: offline fixtures, notebook loading, checks and CLIs."""

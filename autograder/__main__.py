@@ -1,0 +1,22 @@
+"""Command-line entry point: `python -m autograder <command> ...`."""
+import argparse
+import sys
+
+from autograder import demo, fixtures, grade, release
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module in (fixtures, release, grade, demo):
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Build the instructor notebook from its sources and the student release from the instructor notebook.
+
+The instructor notebook `solutions/hw2_dpo_ppo.ipynb` is generated from the jupytext "percent" files in
+`solutions/src/` (read them, edit them, never the JSON). A cell header carries its grading role:
+
+    # %% kind="solution" id="dpo_loss"                 autograded answer (code with solution regions)
+    # %% kind="test" id="test_dpo_loss" points=2       autograded test cell (locked, may hold hidden tests)
+    # %% [markdown] kind="manual" id="q_truncation" points=0.5    manually graded answer
+    # %% kind="readonly" id="config"                   locked cell students must not edit
+
+and the tag `library` marks cells that only define names (imports, helpers, TODO functions): tests,
+benchmarks and the grader execute exactly those (see `autograder.notebook`).
+
+The student notebook `hw2_dpo_ppo.ipynb` is what `nbgrader generate_assignment` makes of the instructor
+notebook with the shipped `nbgrader_config.py`.
+"""
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import jupytext
+import nbformat
+
+from autograder.paths import REPO_ROOT
+
+ASSIGNMENT = "hw2_dpo_ppo"
+NOTEBOOK_NAME = f"{ASSIGNMENT}.ipynb"
+SOURCE_PARTS_DIR = REPO_ROOT / "solutions" / "src"
+SOURCE_NOTEBOOK = REPO_ROOT / "solutions" / NOTEBOOK_NAME
+RELEASE_NOTEBOOK = REPO_ROOT / NOTEBOOK_NAME
+NBGRADER_CONFIG = Path(__file__).with_name("nbgrader_config.py")
+
+KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
+
+
+def nbgrader_metadata(kind: str, grade_id: str, points: float | None) -> dict:
+    """nbgrader cell metadata (schema 3) for one of our cell kinds."""
+    flags = {
+        "solution": dict(solution=True, grade=False, locked=False),
+        "manual": dict(solution=True, grade=True, locked=False),
+        "test": dict(solution=False, grade=True, locked=True),
+        "readonly": dict(solution=False, grade=False, locked=True),
+    }
+    if kind not in flags:
+        raise ValueError(f"unknown cell kind {kind!r}: use one of {sorted(flags)}")
+    meta = {"grade_id": grade_id, "schema_version": 3, "task": False, **flags[kind]}
+    if meta["grade"]:
+        if points is None:
+            raise ValueError(f"graded cell {grade_id!r} needs points=...")
+        meta["points"] = points
+    return meta
+
+
+def convert_cell(cell: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Turn jupytext cell metadata (kind/id/points/tags) into clean notebook metadata."""
+    source_meta = dict(cell.metadata)
+    metadata: dict = {}
+    kind = source_meta.pop("kind", None)
+    grade_id = source_meta.pop("id", None)
+    points = source_meta.pop("points", None)
+    tags = source_meta.pop("tags", None)
+    source_meta.pop("lines_to_next_cell", None)
+    if source_meta:
+        raise ValueError(f"unexpected cell metadata {sorted(source_meta)} in cell:\n{cell.source[:200]}")
+    if kind is not None:
+        if grade_id is None:
+            raise ValueError(f"cell of kind {kind!r} has no id:\n{cell.source[:200]}")
+        metadata["nbgrader"] = nbgrader_metadata(kind, grade_id, points)
+    if tags:
+        metadata["tags"] = list(tags)
+    if cell.cell_type == "code":
+        return nbformat.v4.new_code_cell(cell.source, metadata=metadata)
+    return nbformat.v4.new_markdown_cell(cell.source, metadata=metadata)
+
+
+def build_source_notebook() -> nbformat.NotebookNode:
+    """Concatenate `solutions/src/*.py` (sorted by name) into the instructor notebook."""
+    parts = sorted(SOURCE_PARTS_DIR.glob("*.py"))
+    if not parts:
+        raise FileNotFoundError(f"no notebook sources in {SOURCE_PARTS_DIR}")
+    cells = []
+    for part in parts:
+        cells += [convert_cell(c) for c in jupytext.read(part, fmt="py:percent").cells]
+    grade_ids = [c.metadata["nbgrader"]["grade_id"] for c in cells if "nbgrader" in c.metadata]
+    duplicated = sorted({g for g in grade_ids if grade_ids.count(g) > 1})
+    if duplicated:
+        raise ValueError(f"duplicated grade ids: {duplicated}")
+    notebook = nbformat.v4.new_notebook(cells=cells)
+    notebook.metadata = {"kernelspec": KERNELSPEC, "language_info": {"name": "python"}}
+    for index, cell in enumerate(notebook.cells):
+        cell["id"] = f"cell-{index:03d}"
+    return notebook
+
+
+def write_notebook(notebook: nbformat.NotebookNode, path: Path) -> None:
+    """Write a notebook in a stable form (sorted keys, one trailing newline) so git diffs stay small."""
+    path.write_text(json.dumps(notebook, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def generate_release(source: Path, destination: Path) -> None:
+    """Run `nbgrader generate_assignment` on `source` in a scratch course and copy the result."""
+    with tempfile.TemporaryDirectory() as tmp:
+        course = Path(tmp)
+        shutil.copy(NBGRADER_CONFIG, course / "nbgrader_config.py")
+        (course / "source" / ASSIGNMENT).mkdir(parents=True)
+        shutil.copy(source, course / "source" / ASSIGNMENT / NOTEBOOK_NAME)
+        result = subprocess.run(
+            [sys.executable, "-m", "nbgrader", "generate_assignment", ASSIGNMENT, "--force", "--no-db"],
+            cwd=course, capture_output=True, text=True,
+        )
+        released = course / "release" / ASSIGNMENT / NOTEBOOK_NAME
+        if result.returncode != 0 or not released.exists():
+            raise RuntimeError(f"nbgrader generate_assignment failed:\n{result.stdout}\n{result.stderr}")
+        write_notebook(nbformat.read(released, as_version=4), destination)
+
+
+def build_all(source_out: Path = SOURCE_NOTEBOOK, release_out: Path = RELEASE_NOTEBOOK) -> None:
+    """Regenerate the instructor notebook and the student release."""
+    write_notebook(build_source_notebook(), source_out)
+    generate_release(source_out, release_out)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.check:
+        build_all()
+        print(f"wrote {SOURCE_NOTEBOOK.relative_to(REPO_ROOT)} and {RELEASE_NOTEBOOK.relative_to(REPO_ROOT)}")
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        source, release = Path(tmp) / "source.ipynb", Path(tmp) / "release.ipynb"
+        build_all(source, release)
+        stale = [str(p.relative_to(REPO_ROOT)) for p, fresh in ((SOURCE_NOTEBOOK, source), (RELEASE_NOTEBOOK, release))
+                 if not p.exists() or p.read_text() != fresh.read_text()]
+    if stale:
+        print(f"out of date: {', '.join(stale)}; run `make release`")
+        return 1
+    print("notebooks are up to date")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("release", help="build solutions/hw2_dpo_ppo.ipynb and the student release")
+    parser.add_argument("--check", action="store_true", help="only check that the committed notebooks are fresh")
+    parser.set_defaults(func=run)

@@ -1,0 +1,232 @@
+# %% [markdown]
+# # Homework 2: aligning a small language model with DPO and PPO
+#
+# In this homework you align [SmolLM-135M-Instruct](https://huggingface.co/HuggingFaceTB/SmolLM-135M-Instruct)
+# with human preferences in two ways:
+#
+# 1. **Part 1, DPO from scratch.** You prepare a preference dataset, write the DPO loss and the training loop
+#    yourself in plain PyTorch.
+# 2. **Part 2, PPO with TRL.** You train a reward model and then run PPO with the
+#    [TRL](https://huggingface.co/docs/trl) library, and finally compare what the models learned.
+#
+# Push the trained models to the [🤗 Hub](https://huggingface.co/): create an account and an access token
+# with *write* permission first.
+#
+# **How to work.** Fill in every cell that says `TODO` and calls `todo()`. Each TODO is followed by a short
+# check you can run yourself; if it fails, its message tells you what was expected and what your code
+# returned. Hidden checks of the same functions decide the grade, so make the visible ones pass first.
+#
+# | Section | Points |
+# | --- | --- |
+# | Data preparation | 1 |
+# | DPO loss and log-probabilities | 2 |
+# | DPO training | 2 |
+# | Reward model | 1 |
+# | PPO | 2 |
+# | Model analysis | 1 |
+# | Bonus: model cards on the Hub | 1 |
+#
+# **Where to run.** A free Colab or Kaggle GPU is enough (Kaggle does not stop an idle notebook, which helps
+# during the long training cells). On a laptop, set `HW2_FAST_DEV_RUN=1` to check that everything runs with
+# tiny step counts before you spend GPU time.
+
+# %% [markdown]
+# ## Setup
+#
+# On Colab and Kaggle the next cell installs the pinned libraries (torch is already there). Elsewhere install
+# them once with `pip install -r requirements.txt` from the course repository.
+
+# %%
+import os
+import sys
+
+if "google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:
+    %pip install --quiet "trl==1.12.0" "transformers>=5.0,<6" "datasets>=3.0" "huggingface_hub>=1.0" wandb matplotlib
+
+# %% tags=["library"] kind="readonly" id="imports"
+import inspect
+import math
+import os
+import random
+import warnings
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from datasets import Dataset, load_dataset
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+# %% tags=["library"] kind="readonly" id="helpers"
+def set_seed(seed: int = 42) -> None:
+    """Seed every random number generator the notebook uses."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def todo():
+    """Marks the places you have to fill in. It fails with the name and line of the unfinished function."""
+    caller = inspect.stack()[1]
+    raise NotImplementedError(f"TODO in `{caller.function}` (line {caller.lineno}): this part is not written yet")
+
+
+def disable_dropout_in_model(model: torch.nn.Module) -> None:
+    """Set every dropout probability to zero: DPO compares log-probs, and dropout would make them noisy."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+def pick_device() -> tuple[str, torch.dtype]:
+    """The best available device and the dtype to run matrix multiplications in (autocast).
+
+    CUDA GPUs from Ampere on (A100, H100, RTX 30xx and newer) use bfloat16; older ones (T4, V100) use float16,
+    which needs a GradScaler during training. Apple MPS and CPUs compute in float32.
+    """
+    if torch.cuda.is_available():
+        major, _ = torch.cuda.get_device_capability()
+        return "cuda", torch.bfloat16 if major >= 8 else torch.float16
+    if torch.backends.mps.is_available():
+        return "mps", torch.float32
+    return "cpu", torch.float32
+
+
+def load_tokenizer(model_id: str, **kwargs) -> PreTrainedTokenizerBase:
+    """Load a tokenizer that has a chat template and a pad token (the end-of-turn token if none is set)."""
+    tokenizer = AutoTokenizer.from_pretrained(model_id, **kwargs)
+    if not tokenizer.chat_template:
+        raise ValueError(
+            f"The tokenizer of {model_id!r} has no chat template, so chat messages cannot be formatted. "
+            "Use an *-Instruct* model (for example HuggingFaceTB/SmolLM-135M-Instruct)."
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
+
+
+def load_preferences(dataset_id: str, split: str = "train") -> Dataset:
+    """Load a preference dataset and check it has non-empty `prompt`, `chosen` and `rejected` text columns."""
+    dataset = load_dataset(dataset_id, split=split)
+    missing = [column for column in PREFERENCE_COLUMNS if column not in dataset.column_names]
+    if missing:
+        raise ValueError(
+            f"Dataset {dataset_id!r} ({split}) lacks the columns {missing}; it has {dataset.column_names}. "
+            "A preference dataset needs 'prompt', 'chosen' and 'rejected' text columns."
+        )
+    for column in PREFERENCE_COLUMNS:
+        empty = [i for i, text in enumerate(dataset[column]) if not isinstance(text, str) or not text.strip()]
+        if empty:
+            raise ValueError(
+                f"Dataset {dataset_id!r} ({split}) has {len(empty)} empty '{column}' values (first at row "
+                f"{empty[0]}); drop those rows with dataset.filter(...) before training."
+            )
+    return dataset
+
+
+def held_out_split(dataset_id: str, size: int, seed: int = 42) -> tuple[Dataset, Dataset]:
+    """Train and held-out preference splits: the dataset's own `test` split if it has one, else a seeded cut."""
+    train = load_preferences(dataset_id, "train")
+    try:
+        test = load_preferences(dataset_id, "test")
+    except ValueError as error:
+        if "Unknown split" not in str(error):
+            raise
+        parts = train.train_test_split(test_size=size, seed=seed)
+        train, test = parts["train"], parts["test"]
+    return train, test.select(range(min(size, len(test))))
+
+
+@torch.no_grad()
+def generate_reply(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    user_message: str,
+    max_new_tokens: int = 128,
+    do_sample: bool = False,
+) -> str:
+    """The model's answer to one user message: chat template, attention mask, only the new tokens decoded."""
+    inputs = tokenizer.apply_chat_template(
+        [{"role": "user", "content": user_message}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    ).to(model.device)
+    output = model.generate(
+        **inputs,
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    new_tokens = output[0, inputs["input_ids"].shape[1]:]
+    return tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+
+# %% [markdown]
+# ## Configuration
+#
+# The defaults are the real models and data on the Hub. Environment variables let the same notebook run
+# offline and fast (the course staff use them for grading; you can use `HW2_FAST_DEV_RUN=1` for a smoke test):
+#
+# | Variable | Meaning | Default |
+# | --- | --- | --- |
+# | `HW2_MODEL_ID` | model to align (Hub id or local folder) | `HuggingFaceTB/SmolLM-135M-Instruct` |
+# | `HW2_DATASET_ID` | preference dataset (Hub id or local folder) | `HumanLLMs/Human-Like-DPO-Dataset` |
+# | `HW2_UNSEEN_DATASET_ID` | texts the models never saw, for the analysis | `wikitext` (see Part 2) |
+# | `HW2_FAST_DEV_RUN` | `1`: a few steps of everything, no pushing | `0` |
+# | `HW2_PROFILE` | `full`, `demo` (a short run that still learns) or `fast` | `full` |
+# | `HW2_OUTPUT_DIR` | where checkpoints, model cards and plots go | `hw2-outputs` |
+# | `HW2_PUSH_TO_HUB` | `0` switches pushing off | `1` |
+#
+# When nbgrader executes the notebook (`NBGRADER_EXECUTION` is set) the fast profile is used.
+
+# %% tags=["library"] kind="readonly" id="config"
+MODEL_ID = os.environ.get("HW2_MODEL_ID", "HuggingFaceTB/SmolLM-135M-Instruct")
+DATASET_ID = os.environ.get("HW2_DATASET_ID", "HumanLLMs/Human-Like-DPO-Dataset")
+
+UNDER_NBGRADER = os.environ.get("NBGRADER_EXECUTION") in ("autograde", "validate")
+FAST_DEV_RUN = os.environ.get("HW2_FAST_DEV_RUN", "0") == "1" or UNDER_NBGRADER
+PROFILE = "fast" if FAST_DEV_RUN else os.environ.get("HW2_PROFILE", "full")
+if PROFILE not in ("full", "demo", "fast"):
+    raise ValueError(f"HW2_PROFILE must be 'full', 'demo' or 'fast', got {PROFILE!r}")
+
+OUTPUT_DIR = Path(os.environ.get("HW2_OUTPUT_DIR", "hw2-outputs"))
+PLOTS_DIR = OUTPUT_DIR / "plots"
+PLOTS_DIR.mkdir(parents=True, exist_ok=True)
+
+HUB_OFFLINE = os.environ.get("HF_HUB_OFFLINE", "0") == "1"
+PUSH_TO_HUB = PROFILE == "full" and not HUB_OFFLINE and os.environ.get("HW2_PUSH_TO_HUB", "1") != "0"
+
+DEVICE, AMP_DTYPE = pick_device()
+METRICS: dict[str, dict] = {}  # headline numbers of each part, written to OUTPUT_DIR / "metrics.json" at the end
+print(f"profile={PROFILE} device={DEVICE} compute dtype={AMP_DTYPE} model={MODEL_ID} data={DATASET_ID}")
+print(f"outputs go to {OUTPUT_DIR.resolve()}; pushing to the Hub is {'on' if PUSH_TO_HUB else 'off'}")
+
+# %% [markdown]
+# Log in to the Hub (only when pushing is on). `REPO_NAME` is the prefix of your three model repositories.
+
+# %%
+if PUSH_TO_HUB:
+    from huggingface_hub import HfApi, interpreter_login
+
+    interpreter_login()
+    REPO_NAME = f"{HfApi().whoami()['name']}/llm-course-hw2"
+else:
+    REPO_NAME = os.environ.get("HW2_REPO_NAME", "your-username/llm-course-hw2")
+    reason = "this profile" if PROFILE != "full" else ("HF_HUB_OFFLINE=1" if HUB_OFFLINE else "HW2_PUSH_TO_HUB=0")
+    print(f"Not logging in: pushing is off because of {reason}. Models are only saved under {OUTPUT_DIR}.")
+print(f"Homework repositories: {REPO_NAME}-dpo, {REPO_NAME}-ppo, {REPO_NAME}-reward-model")

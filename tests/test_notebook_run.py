@@ -1,0 +1,44 @@
+"""The whole solution notebook runs headless in the fast profile on the tiny model, offline."""
+import json
+
+import pytest
+
+from autograder.notebook import execute_notebook, offline_env
+from autograder.release import SOURCE_NOTEBOOK
+
+
+@pytest.fixture(scope="module")
+def fast_run(fixtures, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fast-run")
+    notebook = execute_notebook(SOURCE_NOTEBOOK, out / "executed.ipynb", offline_env(fixtures, out, "fast"),
+                                timeout=600, progress=False)
+    return out, notebook
+
+
+def test_every_cell_runs_without_error(fast_run):
+    _, notebook = fast_run
+    errors = [o for c in notebook.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+
+
+def test_dpo_checkpoint_is_saved_and_loads(fast_run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out, _ = fast_run
+    model = AutoModelForCausalLM.from_pretrained(out / "dpo")
+    assert AutoTokenizer.from_pretrained(out / "dpo").chat_template
+    assert model.config.vocab_size > 0
+
+
+def test_metrics_and_plots_are_written(fast_run):
+    out, _ = fast_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dpo"]["reference"]["reward_accuracy"] == pytest.approx(0.5)
+    assert 0.0 <= metrics["dpo"]["trained"]["reward_accuracy"] <= 1.0
+    assert (out / "plots" / "dpo_training.png").stat().st_size > 0
+
+
+def test_pushing_is_skipped_in_the_fast_profile(fast_run):
+    _, notebook = fast_run
+    printed = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
+    assert "pushing is off" in printed
