@@ -24,11 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from autograder.fixtures import fixture_paths
-from autograder.notebook import offline_env
+from autograder.notebook import grading_env
 from autograder.paths import REPO_ROOT
 from autograder.release import ASSIGNMENT
-from autograder.submission import test_cells
+from autograder.submission import autograded_tests
 
 UNPRIVILEGED_UID = 65534  # nobody
 KEPT_VARIABLES = ("PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -67,12 +66,11 @@ def find_submissions(paths: list[Path]) -> list[Submission]:
 
 def sandbox_env(home: Path) -> dict[str, str]:
     """A minimal environment: no tokens or keys, offline Hub and W&B, one thread, scratch HOME."""
-    fixtures = fixture_paths()
     env = {key: os.environ[key] for key in KEPT_VARIABLES if key in os.environ}
-    env.update(offline_env(fixtures, home / "outputs", "fast"))
+    env.update(grading_env(home / "outputs"))
     env.update({
         "HOME": str(home), "TMPDIR": str(home), "HF_HOME": str(home / "hf"), "MPLCONFIGDIR": str(home / "mpl"),
-        "PYTHONPATH": str(REPO_ROOT), "HW2_FIXTURES_DIR": str(fixtures.root), "WANDB_DISABLED": "true",
+        "PYTHONPATH": str(REPO_ROOT), "WANDB_DISABLED": "true",
         "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1",
     })
     return env
@@ -118,9 +116,10 @@ def finish_missing(result: dict, tests: dict[str, float], status: str, reason: s
     return result
 
 
-def grade_one(submission: Submission, timeout: float, check_timeout: float, memory_gb: float) -> dict:
-    """Grade one submission in a sandboxed worker process and return its grading JSON."""
-    tests = test_cells()
+def grade_one(
+    submission: Submission, tests: dict[str, float], timeout: float, check_timeout: float, memory_gb: float
+) -> dict:
+    """Grade one submission in a sandboxed worker process and return its grading JSON (`tests`: id -> points)."""
     drop = can_drop_privileges()
     home = Path(tempfile.mkdtemp(prefix=f"hw2-grade-{submission.student}-"))
     try:
@@ -177,8 +176,7 @@ def feedback_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(out: Path, results: list[dict]) -> None:
-    tests = list(test_cells())
+def write_outputs(out: Path, results: list[dict], tests: list[str]) -> None:
     with open(out / "grades.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["student", "score", "max_score", *tests])
@@ -187,19 +185,21 @@ def write_outputs(out: Path, results: list[dict]) -> None:
                              *(result["tests"][gid]["score"] for gid in tests)])
 
 
-def previous_result(out: Path, submission: Submission) -> dict | None:
-    """The stored result of an unchanged submission, for resuming."""
+def previous_result(out: Path, submission: Submission, tests: dict[str, float]) -> dict | None:
+    """The stored result of an unchanged submission graded with the same tests, for resuming."""
     path = out / f"{submission.student}.json"
     try:
         result = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return result if result.get("submission_sha256") == digest(submission.notebook) else None
+    fresh = result.get("submission_sha256") == digest(submission.notebook) and set(result.get("tests", {})) == set(tests)
+    return result if fresh else None
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
+    tests = autograded_tests()
     submissions = find_submissions(args.paths)
     if not submissions:
         print("error: no submissions (.ipynb files) found")
@@ -207,13 +207,13 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     results, todo = [], []
     for submission in submissions:
-        stored = None if args.force else previous_result(args.out, submission)
+        stored = None if args.force else previous_result(args.out, submission, tests)
         (results.append(stored) if stored else todo.append(submission))
     if len(todo) < len(submissions):
         print(f"{len(submissions) - len(todo)} submissions already graded (use --force to grade them again)")
 
     def grade_and_save(submission: Submission) -> dict:
-        result = grade_one(submission, args.timeout, args.check_timeout, args.memory_gb)
+        result = grade_one(submission, tests, args.timeout, args.check_timeout, args.memory_gb)
         (args.out / f"{submission.student}.json").write_text(json.dumps(result, indent=1))
         (args.out / f"{submission.student}.feedback.md").write_text(feedback_markdown(result))
         return result
@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
             results.append(result)
             bar.set_postfix(last=f"{result['student']} {result['score']:g}/{result['max_score']:g}")
             bar.update(1)
-    write_outputs(args.out, results)
+    write_outputs(args.out, results, list(tests))
     width = max(len(r["student"]) for r in results)
     print(f"\n{'student':<{width}}  score")
     for result in sorted(results, key=lambda r: r["student"]):

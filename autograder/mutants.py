@@ -316,6 +316,31 @@ def tokenize_row(example, tokenizer, max_prompt_length=512, max_completion_lengt
     return {"prompt_input_ids": prompt, "chosen_input_ids": chosen, "rejected_input_ids": rejected}
 ''',
     },
+    # Truncation by the tokenizer itself, switching its truncation side; the answer split at the header.
+    "tokenizer_truncation_sides": {
+        "apply_chat_template": '''
+def apply_chat_template(example, tokenizer):
+    header = "<|im_start|>assistant\\n"
+    out = {}
+    for key in ("chosen", "rejected"):
+        conversation = [{"role": "user", "content": example["prompt"]}, {"role": "assistant", "content": example[key]}]
+        text = tokenizer.apply_chat_template(conversation, tokenize=False)
+        before, _, after = text.rpartition(header)
+        out["prompt"], out[key] = before + header, after
+    return out
+''',
+        "tokenize_row": '''
+def tokenize_row(example, tokenizer, max_prompt_length=512, max_completion_length=None):
+    def encode(text, limit, side):
+        tokenizer.truncation_side = side
+        return tokenizer(text, add_special_tokens=False, truncation=limit is not None, max_length=limit).input_ids
+    return {
+        "prompt_input_ids": encode(example["prompt"], max_prompt_length, "left"),
+        "chosen_input_ids": encode(example["chosen"], max_completion_length, "right"),
+        "rejected_input_ids": encode(example["rejected"], max_completion_length, "right"),
+    }
+''',
+    },
     # pad_sequence with flips for the left side; boolean masks; the collate function as a lambda.
     "pad_sequence_flips_bool_masks": {
         "pad": '''
@@ -369,6 +394,35 @@ def pad_collate_fn(batch, pad_token_id):
         result[f"{name}_input_ids"] = torch.tensor(ids)
         result[f"{name}_attn_mask"] = torch.tensor(masks)
     return result
+''',
+    },
+    # Float masks (torch.ones / torch.zeros default to float32), pad_sequence's own padding_side argument.
+    "float_masks_and_pad_sequence_sides": {
+        "pad": '''
+def pad(tensors, padding_value=0, padding_side="right"):
+    return torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True, padding_value=padding_value,
+                                           padding_side=padding_side)
+''',
+        "pad_collate_fn": '''
+def pad_collate_fn(batch, pad_token_id):
+    out = {}
+    for key, side in (("prompt", "left"), ("chosen", "right"), ("rejected", "right")):
+        ids = [x[key + "_input_ids"] for x in batch]
+        out[key + "_input_ids"] = pad(ids, pad_token_id, side)
+        out[key + "_attn_mask"] = pad([torch.ones(len(t)) for t in ids], 0.0, side)
+    return out
+''',
+        "concat_prompt_completion": '''
+def concat_prompt_completion(prompt_input_ids, prompt_attn_mask, completion_input_ids, completion_attn_mask,
+                             max_seq_len=None):
+    input_ids = torch.cat([prompt_input_ids, completion_input_ids], dim=-1)
+    attention_mask = torch.cat([prompt_attn_mask, completion_attn_mask], dim=-1)
+    loss_mask = torch.cat([torch.zeros(prompt_attn_mask.shape), completion_attn_mask], dim=-1)
+    if max_seq_len:
+        input_ids = input_ids[:, :max_seq_len]
+        attention_mask = attention_mask[:, :max_seq_len]
+        loss_mask = loss_mask[:, :max_seq_len]
+    return input_ids, attention_mask, loss_mask
 ''',
     },
     # softplus(-x) for the loss, -log(sigmoid(x)) would be fine too; metrics as one-element tensors with grad.

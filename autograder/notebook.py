@@ -11,6 +11,7 @@ from pathlib import Path
 
 import nbformat
 
+from autograder.paths import REPO_ROOT
 from autograder.release import SOURCE_NOTEBOOK
 
 LIBRARY_TAG = "library"
@@ -63,7 +64,16 @@ def offline_env(fixtures, output_dir: Path, profile: str) -> dict[str, str]:
         "HF_DATASETS_OFFLINE": "1",
         "WANDB_MODE": "offline",
         "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
     }
+
+
+def grading_env(output_dir: Path) -> dict[str, str]:
+    """The environment of a graded run: the fast profile on the default offline fixtures."""
+    from autograder.fixtures import fixture_paths
+
+    fixtures = fixture_paths()
+    return {**offline_env(fixtures, output_dir, "fast"), "HW2_FIXTURES_DIR": str(fixtures.root)}
 
 
 def execute_notebook(
@@ -88,7 +98,7 @@ def execute_notebook(
     code_cells = [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"]
 
     def on_cell_start(cell, cell_index, **_):
-        if progress:
+        if progress and cell_index in code_cells:
             first_line = cell.source.strip().splitlines()[0] if cell.source.strip() else ""
             print(f"[cell {code_cells.index(cell_index) + 1}/{len(code_cells)}] {first_line[:70]}", flush=True)
 

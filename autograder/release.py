@@ -16,7 +16,7 @@ notebook with the shipped `nbgrader_config.py`.
 """
 import argparse
 import json
-import shutil
+import os
 import subprocess
 import sys
 import tempfile
@@ -101,21 +101,32 @@ def write_notebook(notebook: nbformat.NotebookNode, path: Path) -> None:
     path.write_text(json.dumps(notebook, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
 
 
+def nbgrader_command(*args: str) -> list[str]:
+    """An nbgrader command line run by this Python (nbgrader also needs the venv's `alembic` on PATH)."""
+    return [sys.executable, "-m", "nbgrader", *args]
+
+
+def nbgrader_env() -> dict[str, str]:
+    """The environment for nbgrader: this Python's bin folder first on PATH (nbgrader calls `alembic`)."""
+    return {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+
+
 def generate_release(source: Path, destination: Path) -> None:
     """Run `nbgrader generate_assignment` on `source` in a scratch course and copy the result."""
+    from autograder.course import init_course
+
     with tempfile.TemporaryDirectory() as tmp:
         course = Path(tmp)
-        shutil.copy(NBGRADER_CONFIG, course / "nbgrader_config.py")
-        (course / "source" / ASSIGNMENT).mkdir(parents=True)
-        shutil.copy(source, course / "source" / ASSIGNMENT / NOTEBOOK_NAME)
-        result = subprocess.run(
-            [sys.executable, "-m", "nbgrader", "generate_assignment", ASSIGNMENT, "--force", "--no-db"],
-            cwd=course, capture_output=True, text=True,
-        )
+        init_course(course, source)
+        result = subprocess.run(nbgrader_command("generate_assignment", ASSIGNMENT, "--force", "--no-db"),
+                                cwd=course, capture_output=True, text=True, env=nbgrader_env())
         released = course / "release" / ASSIGNMENT / NOTEBOOK_NAME
         if result.returncode != 0 or not released.exists():
             raise RuntimeError(f"nbgrader generate_assignment failed:\n{result.stdout}\n{result.stderr}")
-        write_notebook(nbformat.read(released, as_version=4), destination)
+        notebook = nbformat.read(released, as_version=4)
+        if "# ========== TODO ==========" not in released.read_text():
+            raise RuntimeError(f"nbgrader did not load the kit's configuration {NBGRADER_CONFIG}:\n{result.stderr}")
+        write_notebook(notebook, destination)
 
 
 def build_all(source_out: Path = SOURCE_NOTEBOOK, release_out: Path = RELEASE_NOTEBOOK) -> None:

@@ -24,7 +24,7 @@ def is_answer_cell(cell: nbformat.NotebookNode) -> bool:
     return cell.get("cell_type") == "code" and meta.get("solution", False) and not meta.get("grade", False)
 
 
-def test_cells(source: Path = SOURCE_NOTEBOOK) -> dict[str, float]:
+def autograded_tests(source: Path = SOURCE_NOTEBOOK) -> dict[str, float]:
     """Autograded test cells of the instructor notebook: grade id -> points, in notebook order."""
     notebook = nbformat.read(source, as_version=4)
     return {
@@ -84,3 +84,23 @@ def assemble(answers: dict[str, str], source: Path = SOURCE_NOTEBOOK) -> Assembl
         else:
             cells.append(AssembledCell(cell.source, f"instructor cell {index} ({grade_id(cell) or 'setup'})"))
     return Assembly(cells, missing)
+
+
+def without_solution_markers(source: str) -> str:
+    """An instructor answer cell as a student would hand it in: the solution without nbgrader's markers."""
+    return "\n".join(line for line in source.splitlines() if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
+
+
+def solution_answers(source: Path = SOURCE_NOTEBOOK) -> dict[str, str]:
+    """The instructor's answer cells by grade id, markers removed."""
+    notebook = nbformat.read(source, as_version=4)
+    return {grade_id(c): without_solution_markers(c.source) for c in notebook.cells if is_answer_cell(c)}
+
+
+def fill_answers(release: Path, answers: dict[str, str]) -> nbformat.NotebookNode:
+    """The student notebook at `release` with the answer cells named in `answers` filled in."""
+    notebook = nbformat.read(release, as_version=4)
+    for cell in notebook.cells:
+        if is_answer_cell(cell) and grade_id(cell) in answers:
+            cell.source = answers[grade_id(cell)]
+    return notebook

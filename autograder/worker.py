@@ -90,7 +90,7 @@ def write_result(path: Path, result: dict) -> None:
     os.replace(tmp, path)
 
 
-def exec_cells(assembly, namespace: dict) -> tuple[list[str], dict]:
+def exec_cells(assembly, namespace: dict, cell_timeout: float) -> tuple[list[str], dict]:
     """Execute the assembled cells one by one; a failing student cell is reported, not fatal.
 
     Returns the notes and a snapshot of the guarded modules taken just before the first student cell, after
@@ -101,7 +101,10 @@ def exec_cells(assembly, namespace: dict) -> tuple[list[str], dict]:
         if cell.grade_id is not None and snapshot is None:
             snapshot = snapshot_modules()
         try:
-            exec(compile(cell.source, f"<{cell.name}>", "exec"), namespace)
+            with time_limit(cell_timeout):
+                exec(compile(cell.source, f"<{cell.name}>", "exec"), namespace)
+        except CheckTimeout:
+            notes.append(f"{cell.name} was stopped after {cell_timeout:g} s (an endless loop at the top level?)")
         except BaseException as error:  # noqa: BLE001 (SystemExit and friends included: report, go on)
             where = traceback.extract_tb(error.__traceback__)[-1]
             notes.append(f"{cell.name} raised {type(error).__name__}: {str(error).strip()[:300]} "
@@ -112,9 +115,9 @@ def exec_cells(assembly, namespace: dict) -> tuple[list[str], dict]:
 
 
 def grade(submission: Path, result_path: Path, check_timeout: float) -> None:
-    from autograder.submission import assemble, read_answers, test_cells
+    from autograder.submission import assemble, read_answers, autograded_tests
 
-    tests = test_cells()
+    tests = autograded_tests()
     result = {"score": 0.0, "max_score": sum(tests.values()), "tests": {}, "notes": []}
     try:
         answers = read_answers(submission)
@@ -125,20 +128,26 @@ def grade(submission: Path, result_path: Path, check_timeout: float) -> None:
         write_result(result_path, result)
         return
 
-    from autograder.checks import run_check
+    from autograder.checks import all_checks, run_check
     from autograder.checks.framework import quiet
 
     namespace: dict = {"__name__": "hw2_submission"}
     with quiet():
-        notes, snapshot = exec_cells(assemble(answers), namespace)
+        notes, snapshot = exec_cells(assemble(answers), namespace, check_timeout)
     result["notes"] += notes
     tampered = restore_modules(snapshot)
     if tampered:
         result["notes"].append(f"your code replaced library functions, which were put back: {', '.join(tampered[:8])}")
     write_result(result_path, result)
 
+    checks = all_checks()
     for gid, points in tests.items():
         entry = {"score": 0.0, "max_score": points}
+        if gid not in checks:
+            entry.update(status="error", feedback=f"[{gid}] this grader has no automatic check for this test; "
+                                                  "grade it with `nbgrader autograde`")
+            result["tests"][gid] = entry
+            continue
         try:
             with time_limit(check_timeout), quiet():
                 check = run_check(gid, namespace)

@@ -55,16 +55,17 @@ class MissingFunction(Exception):
 class StudentError(Exception):
     """A student function raised an exception."""
 
-    def __init__(self, name: str, error: BaseException):
+    def __init__(self, name: str, error: BaseException, action: str | None = None):
         self.name, self.error = name, error
+        self.action = action or f"calling `{name}`"
         super().__init__(f"{name}: {error!r}")
 
     def feedback(self) -> str:
         message = str(self.error).strip() or "(no message)"
         if isinstance(self.error, NotImplementedError):
-            return f"`{self.name}` is not written yet: NotImplementedError: {shorten(message, 300)}"
+            return f"NotImplementedError: {shorten(message, 300)}"
         where = student_frame(self.error)
-        return (f"calling `{self.name}` raised {type(self.error).__name__}: {shorten(message, 400)}"
+        return (f"{self.action} raised {type(self.error).__name__}: {shorten(message, 400)}"
                 + (f"\n          (last line of notebook code that ran: {where})" if where else ""))
 
 

@@ -11,7 +11,7 @@ import math
 import torch
 
 from autograder.checks import reference as ref
-from autograder.checks.framework import Check, CheckFailure, student
+from autograder.checks.framework import Check, CheckFailure, StudentError, shorten, student
 
 EXAMPLES = [
     {"prompt": "Do you like rainy days?",
@@ -27,33 +27,29 @@ EXAMPLES = [
      "chosen": "Ooh, ramen! 🍜 Nothing beats a rich broth on a cold night.",
      "rejected": "As an artificial intelligence, I do not eat food, so I cannot answer this question."},
 ]
-INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8)
 
 
 # ---------------------------------------------------------------- conversions of student outputs
 
-def int_lists(value, case: str, what: str):
-    """A (nested) sequence of integers as Python lists; CheckFailure if it is anything else."""
+def int_lists(value, case: str, what: str, mask: bool = False):
+    """A (nested) sequence of integers as Python lists (or an int); CheckFailure for anything else.
+
+    Token ids must have an integer dtype (the embedding needs it); a `mask` may also be a float tensor of
+    whole numbers (torch.ones/zeros default to float32, and the model accepts such masks).
+    """
     if isinstance(value, torch.Tensor):
-        if value.is_floating_point() or value.is_complex():
+        if value.is_complex() or (value.is_floating_point() and not (mask and torch.equal(value, value.round()))):
             raise CheckFailure(case, f"{what} holding integers", f"a {value.dtype} tensor",
-                               "token ids and masks must have an integer (or bool) dtype")
+                               "token ids must have an integer dtype (torch.long)")
         return value.long().tolist()
-    if hasattr(value, "tolist"):  # numpy arrays
+    if hasattr(value, "tolist") and not isinstance(value, (list, tuple)):  # numpy arrays and scalars
         value = value.tolist()
     if isinstance(value, (list, tuple)):
-        return [int_lists(v, case, what) if isinstance(v, (list, tuple, torch.Tensor)) or hasattr(v, "tolist")
-                else _integer(v, case, what) for v in value]
-    raise CheckFailure(case, f"{what} as a list or tensor", f"{type(value).__name__}: {value!r}")
-
-
-def _integer(value, case: str, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if not isinstance(value, bool):
-            raise CheckFailure(case, f"{what} holding integers", f"an element {value!r} ({type(value).__name__})")
-    return int(value)
+        return [int_lists(v, case, what) for v in value]
+    if isinstance(value, int):  # bool included
+        return int(value)
+    raise CheckFailure(case, f"{what} holding integers (a list or tensor of token ids)",
+                       f"{type(value).__name__}: {shorten(repr(value), 80)}")
 
 
 def scalar(value, case: str, what: str) -> float:
@@ -72,13 +68,41 @@ def scalar(value, case: str, what: str) -> float:
 def triple(value, case: str, what: str) -> tuple:
     """The (loss, reward_accuracies, reward_margins) triple."""
     if not isinstance(value, (tuple, list)) or len(value) != 3:
+        length = f" of length {len(value)}" if hasattr(value, "__len__") else ""
         raise CheckFailure(case, f"{what} to return a tuple (loss, reward_accuracies, reward_margins)",
-                           f"{type(value).__name__}" + (f" of length {len(value)}" if hasattr(value, "__len__") else ""))
+                           f"{type(value).__name__}{length}")
     return tuple(value)
 
 
 def close(seen: float, expected: float, atol: float, rtol: float = 1e-4) -> bool:
     return math.isfinite(seen) and abs(seen - expected) <= atol + rtol * abs(expected)
+
+
+def difference(name: str, expected, seen) -> tuple[str, str]:
+    """Expected/seen descriptions of two (nested) lists that point at their first difference."""
+    if expected and isinstance(expected[0], list):
+        if not (isinstance(seen, list) and len(seen) == len(expected) and all(isinstance(r, list) for r in seen)):
+            return f"{name} with {len(expected)} rows", f"{name} = {shorten_list(seen)}"
+        for b, (e, s) in enumerate(zip(expected, seen)):
+            if e != s:
+                return difference(f"{name}[{b}]", e, s)
+        return f"{name} = {shorten_list(expected)}", f"{name} = {shorten_list(seen)}"
+    if len(expected) != len(seen):
+        return (f"{name} of length {len(expected)}: {shorten_list(expected)}",
+                f"length {len(seen)}: {shorten_list(seen)}")
+    first = next((i for i, (e, s) in enumerate(zip(expected, seen)) if e != s), 0)
+    return (f"{name} = {shorten_list(expected, first)} (first difference at position {first})",
+            f"{name} = {shorten_list(seen, first)}")
+
+
+def shorten_list(values, around: int = 0, width: int = 14) -> str:
+    """A long list cut to a window around one position."""
+    if not isinstance(values, list) or len(values) <= width + 4:
+        return repr(values)
+    start = max(0, min(around - 4, len(values) - width))
+    stop = start + width
+    inner = ", ".join(repr(v) for v in values[start:stop])
+    return ("[" if start == 0 else f"[... {start} values ..., ") + inner + ("]" if stop >= len(values) else ", ...]")
 
 
 def fmt(values) -> str:
@@ -98,7 +122,7 @@ def formatted_by_student(ns, ctx, case, example):
         raise CheckFailure(case, "a dict with 'prompt', 'chosen' and 'rejected'", f"{type(out).__name__}")
     missing = [k for k in ("prompt", "chosen", "rejected") if k not in out]
     if missing:
-        raise CheckFailure(case, "a dict with 'prompt', 'chosen' and 'rejected'", f"keys {sorted(out)}",
+        raise CheckFailure(case, "a dict with 'prompt', 'chosen' and 'rejected'", f"keys {list(out)}",
                            f"add the missing keys {missing}")
     for key in ("prompt", "chosen", "rejected"):
         if not isinstance(out[key], str):
@@ -168,25 +192,27 @@ ID_KEYS = ("prompt_input_ids", "chosen_input_ids", "rejected_input_ids")
 def tokenized_by_student(ns, ctx, case, formatted, **limits):
     out = student(ns, "tokenize_row")(dict(formatted), tokenizer=ctx.tokenizer, **limits)
     if not isinstance(out, dict) or any(k not in out for k in ID_KEYS):
-        seen = sorted(out) if isinstance(out, dict) else type(out).__name__
+        seen = f"keys {list(out)}" if isinstance(out, dict) else type(out).__name__
         raise CheckFailure(case, f"a dict with the keys {list(ID_KEYS)}", seen)
-    return {key: int_lists(out[key], case, key) for key in ID_KEYS}
+    row = {key: int_lists(out[key], case, key) for key in ID_KEYS}
+    for key in ID_KEYS:
+        if not isinstance(row[key], list) or any(not isinstance(v, int) for v in row[key]):
+            raise CheckFailure(case, f"{key} as a flat list of token ids", shorten(repr(row[key]), 120),
+                               "tokenizer(text)['input_ids'] is already a flat list for one text")
+    return row
 
 
 def compare_rows(case, expected, seen, hint):
     for key in ID_KEYS:
         if seen[key] != expected[key]:
-            raise CheckFailure(case, f"{key} = {expected[key]}", f"{key} = {seen[key]}", hint)
+            raise CheckFailure(case, *difference(key, expected[key], seen[key]), hint)
 
 
 @tokenize_check.case("returns the three id lists", weight=1)
 def _(ns, ctx):
     formatted = ref.format_example(EXAMPLES[0], ctx.tokenizer)
-    row = tokenized_by_student(ns, ctx, "returns the three id lists", formatted,
-                               max_prompt_length=None, max_completion_length=None)
-    for key in ID_KEYS:
-        if any(not isinstance(v, int) for v in row[key]):
-            raise CheckFailure("returns the three id lists", f"{key} as a flat list of token ids", row[key])
+    tokenized_by_student(ns, ctx, "returns the three id lists", formatted,
+                         max_prompt_length=None, max_completion_length=None)
 
 
 @tokenize_check.case("without limits: the tokenizer's ids, no special tokens added", weight=2)
@@ -224,7 +250,7 @@ def _(ns, ctx):
         expected = ref.tokenized_row(formatted, ctx.tokenizer, None, limit)
         for key in ("chosen_input_ids", "rejected_input_ids"):
             if seen[key] != expected[key]:
-                raise CheckFailure(case, f"{key} = the first {limit} tokens {expected[key]}", f"{seen[key]}",
+                raise CheckFailure(case, f"{key} = the first {limit} tokens {expected[key]}", f"{key} = {seen[key]}",
                                    "cut long answers from the right: ids[:max_completion_length]")
 
 
@@ -237,8 +263,7 @@ def _(ns, ctx):
                  "limits longer than the text keep everything")
     long_example = dict(EXAMPLES[0], prompt=" ".join(f"word{i}" for i in range(400)))
     formatted = ref.format_example(long_example, ctx.tokenizer)
-    out = student(ns, "tokenize_row")(dict(formatted), ctx.tokenizer)
-    seen = {key: int_lists(out[key], case, key) for key in ID_KEYS}
+    seen = tokenized_by_student(ns, ctx, case, formatted)
     compare_rows(case, ref.tokenized_row(formatted, ctx.tokenizer, 512, None), seen,
                  "keep the defaults of the signature: max_prompt_length=512, max_completion_length=None")
 
@@ -315,14 +340,14 @@ def collated_by_student(ns, ctx, case, rows):
 
 def collated_lists(case, out, n):
     if not isinstance(out, dict) or any(key not in out for key in COLLATE_KEYS):
-        seen = sorted(out) if isinstance(out, dict) else type(out).__name__
+        seen = f"keys {list(out)}" if isinstance(out, dict) else type(out).__name__
         raise CheckFailure(case, f"a dict with the keys {COLLATE_KEYS}", seen)
     lists = {}
     for key in COLLATE_KEYS:
         if not isinstance(out[key], torch.Tensor) or out[key].dim() != 2 or out[key].shape[0] != n:
             shape = tuple(out[key].shape) if isinstance(out[key], torch.Tensor) else type(out[key]).__name__
             raise CheckFailure(case, f"{key} as a [batch_size={n}, length] tensor", shape)
-        lists[key] = int_lists(out[key], case, key)
+        lists[key] = int_lists(out[key], case, key, mask=key.endswith("_mask"))
     for key in ("prompt", "chosen", "rejected"):
         if len(lists[f"{key}_input_ids"][0]) != len(lists[f"{key}_attn_mask"][0]):
             raise CheckFailure(case, f"{key}_input_ids and {key}_attn_mask of the same shape",
@@ -335,26 +360,34 @@ def _(ns, ctx):
     collated_by_student(ns, ctx, "returns the six tensors", chat_rows(ctx)[:2])
 
 
+def expect_collated(case, seen, expected, keys, ids_hint, mask_hint):
+    for key in keys:
+        if seen[key] != expected[key]:
+            raise CheckFailure(case, *difference(key, expected[key], seen[key]),
+                               ids_hint if key.endswith("_input_ids") else mask_hint)
+
+
+MASK_HINT = ("the mask is 1 on each sequence's own tokens and 0 on the padding; build it from the sequence lengths "
+             "(<|im_end|> is also the pad token, so `ids != pad_token_id` hides real tokens)")
+
+
 @collate_check.case("prompts are padded on the LEFT with pad_token_id", weight=2)
 def _(ns, ctx):
     case = "prompts padded on the left"
     rows = chat_rows(ctx)
-    seen, expected = collated_by_student(ns, ctx, case, rows), ref.collated(rows, ctx.pad_id)
-    for key in ("prompt_input_ids", "prompt_attn_mask"):
-        if seen[key] != expected[key]:
-            raise CheckFailure(case, f"{key} = {expected[key]}", f"{key} = {seen[key]}",
-                               "pad prompts on the left so that every prompt ends where its answer starts")
+    expect_collated(case, collated_by_student(ns, ctx, case, rows), ref.collated(rows, ctx.pad_id),
+                    ("prompt_input_ids", "prompt_attn_mask"),
+                    "pad prompts on the left with pad_token_id, so that every prompt ends where its answer starts",
+                    MASK_HINT)
 
 
 @collate_check.case("answers are padded on the right with pad_token_id", weight=2)
 def _(ns, ctx):
     case = "answers padded on the right"
     rows = chat_rows(ctx)
-    seen, expected = collated_by_student(ns, ctx, case, rows), ref.collated(rows, ctx.pad_id)
-    for key in ("chosen_input_ids", "chosen_attn_mask", "rejected_input_ids", "rejected_attn_mask"):
-        if seen[key] != expected[key]:
-            raise CheckFailure(case, f"{key} = {expected[key]}", f"{key} = {seen[key]}",
-                               "pad answers on the right, with pad_token_id in the ids and 0 in the mask")
+    expect_collated(case, collated_by_student(ns, ctx, case, rows), ref.collated(rows, ctx.pad_id),
+                    ("chosen_input_ids", "chosen_attn_mask", "rejected_input_ids", "rejected_attn_mask"),
+                    "pad answers on the right with pad_token_id", MASK_HINT)
 
 
 @collate_check.case("masks count <|im_end|> as a real token although it is also the pad token", weight=2)
@@ -366,11 +399,9 @@ def _(ns, ctx):
         {"prompt_input_ids": [13], "chosen_input_ids": [pad], "rejected_input_ids": [31, pad, 32, pad, 198]},
     ]
     seen, expected = collated_by_student(ns, ctx, case, rows), ref.collated(rows, pad)
-    for key in ("prompt_attn_mask", "chosen_attn_mask", "rejected_attn_mask"):
-        if seen[key] != expected[key]:
-            raise CheckFailure(case, f"{key} = {expected[key]}", f"{key} = {seen[key]}",
-                               f"the pad id {pad} is also <|im_end|>, which ends every answer: build the masks from "
-                               "the sequence lengths, not from `ids != pad_token_id`")
+    expect_collated(case, seen, expected, ("prompt_attn_mask", "chosen_attn_mask", "rejected_attn_mask"), "",
+                    f"the pad id {pad} is also <|im_end|>, which ends every answer: build the masks from the "
+                    "sequence lengths, not from `ids != pad_token_id`")
 
 
 @collate_check.case("make_dataloader yields these batches, in order, with the tokenizer's pad id", weight=2)
@@ -384,18 +415,17 @@ def _(ns, ctx):
     try:
         batches = list(loader)
     except Exception as error:  # noqa: BLE001 (the collate function is the student's)
-        raise CheckFailure(case, "a DataLoader that can be iterated",
-                           f"{type(error).__name__}: {error}", "collate_fn must be a function of the batch alone") from None
+        raise StudentError("make_dataloader", error, "iterating the DataLoader of `make_dataloader`") from error
     if len(batches) != 2:
         raise CheckFailure(case, "2 batches for 4 examples with batch_size=3", f"{len(batches)} batches")
     for index, chunk in enumerate((rows[:3], rows[3:])):
         seen = collated_lists(case, batches[index], len(chunk))
         expected = ref.collated(chunk, ctx.pad_id)
-        for key in COLLATE_KEYS:
-            if seen[key] != expected[key]:
-                raise CheckFailure(case, f"batch {index}: {key} = {expected[key]}", f"{key} = {seen[key]}",
-                                   f"pad with tokenizer.pad_token_id ({ctx.pad_id}) and keep the order when "
-                                   "shuffle=False")
+        expected = {f"batch {index}: {key}": value for key, value in expected.items()}
+        seen = {f"batch {index}: {key}": value for key, value in seen.items()}
+        expect_collated(case, seen, expected, list(expected),
+                        f"pad with tokenizer.pad_token_id ({ctx.pad_id}) and keep the order when shuffle=False",
+                        MASK_HINT)
 
 
 # ================================================================ test_dpo_loss
@@ -615,7 +645,9 @@ def _(ns, ctx):
 
 training_check = Check("test_dpo_training", 2, ("concat_prompt_completion", "dpo_batch_loss"))
 ISOLATE_BATCH_LOSS = {"get_log_prob": ref.isolated_get_log_prob, "dpo_loss": ref.isolated_dpo_loss,
-                      "sequence_logits": ref.isolated_sequence_logits}
+                      "sequence_logits": ref.isolated_sequence_logits,
+                      # the checks run on the CPU even where the notebook picked a GPU
+                      "DEVICE": "cpu", "AMP_DTYPE": torch.float32}
 PAD = 2  # <|im_end|>, the pad token of SmolLM's tokenizer, also inside the answers below
 CONCAT_INPUTS = (
     [[PAD, PAD, 51, 52], [PAD, 53, 54, 55], [56, 57, 58, 59]],
@@ -633,7 +665,7 @@ def concat_by_student(ns, case, max_seq_len):
     out = student(ns, "concat_prompt_completion")(*args)
     if not isinstance(out, (tuple, list)) or len(out) != 3:
         raise CheckFailure(case, "a tuple (input_ids, attention_mask, loss_mask)", type(out).__name__)
-    return [int_lists(t, case, name) if isinstance(t, torch.Tensor) else
+    return [int_lists(t, case, name, mask=name.endswith("_mask")) if isinstance(t, torch.Tensor) else
             _not_tensor(case, name, t) for t, name in zip(out, ("input_ids", "attention_mask", "loss_mask"))]
 
 
@@ -645,7 +677,7 @@ def expect_concat(case, seen, max_seq_len, hint):
     expected = ref.glued(*CONCAT_INPUTS, max_seq_len)
     for name, e, s in zip(("input_ids", "attention_mask", "loss_mask"), expected, seen):
         if e != s:
-            raise CheckFailure(case, f"{name} = {e}", f"{name} = {s}", hint)
+            raise CheckFailure(case, *difference(name, e, s), hint)
 
 
 @training_check.case("concat: prompt then answer, attention mask, loss mask on answer tokens only", weight=2)
@@ -680,7 +712,8 @@ def training_rows(ctx, padded: bool):
     """Four real chat pairs, cut short to keep the checks fast: the prompts keep their last tokens (all the
     same number, or different numbers so that they need left padding), the answers their first tokens."""
     keep = PROMPT_KEEP_PADDED if padded else PROMPT_KEEP_EQUAL
-    return [{"prompt_input_ids": row["prompt_input_ids"][-n:], "chosen_input_ids": row["chosen_input_ids"][:ANSWER_KEEP],
+    return [{"prompt_input_ids": row["prompt_input_ids"][-n:],
+             "chosen_input_ids": row["chosen_input_ids"][:ANSWER_KEEP],
              "rejected_input_ids": row["rejected_input_ids"][:ANSWER_KEEP]} for row, n in zip(chat_rows(ctx), keep)]
 
 

@@ -136,7 +136,7 @@ def glued(prompt_ids, prompt_mask, completion_ids, completion_mask, max_seq_len)
         row_attention = list(prompt_mask[b]) + list(completion_mask[b])
         row_loss = [0] * len(prompt_mask[b]) + list(completion_mask[b])
         if max_seq_len is not None:
-            row_ids, row_attention, row_loss = row_ids[:max_seq_len], row_attention[:max_seq_len], row_loss[:max_seq_len]
+            row_ids, row_attention, row_loss = (row[:max_seq_len] for row in (row_ids, row_attention, row_loss))
         ids.append(row_ids)
         attention.append(row_attention)
         loss.append(row_loss)

@@ -116,6 +116,12 @@ assert _formatted["chosen"].startswith("I love them!") and tokenizer.eos_token i
 )
 print("apply_chat_template looks right")
 
+### BEGIN HIDDEN TESTS
+from autograder.checks import grade_cell
+
+grade_cell("test_apply_chat_template", globals())
+### END HIDDEN TESTS
+
 # %% [markdown]
 # Now tokenize. Only token ids remain in the dataset:
 # ```
@@ -193,6 +199,12 @@ assert list(_row["chosen_input_ids"]) == _chosen_ids[:1], (
 )
 print("tokenize_row looks right")
 
+### BEGIN HIDDEN TESTS
+from autograder.checks import grade_cell
+
+grade_cell("test_tokenize_row", globals())
+### END HIDDEN TESTS
+
 # %% [markdown]
 # Next comes the `DataLoader`. Its `collate_fn` turns a list of examples into a batch:
 #
@@ -250,6 +262,12 @@ assert torch.equal(_padded_left, torch.tensor([[1, 2, 3], [9, 9, 4]])), (
     f"left padding with 9 should give [[1, 2, 3], [9, 9, 4]], got {_padded_left.tolist()}"
 )
 print("pad looks right")
+
+### BEGIN HIDDEN TESTS
+from autograder.checks import grade_cell
+
+grade_cell("test_pad", globals())
+### END HIDDEN TESTS
 
 # %% tags=["library"] kind="solution" id="pad_collate_fn"
 def pad_collate_fn(batch: list[dict[str, torch.Tensor]], pad_token_id: int) -> dict[str, torch.Tensor]:
@@ -310,6 +328,12 @@ assert (_batch["prompt_attn_mask"][:, -1] == 1).all(), "prompts must be padded o
 assert (_batch["chosen_attn_mask"][:, 0] == 1).all(), "answers must be padded on the RIGHT (first column all 1)"
 print("pad_collate_fn looks right")
 
+### BEGIN HIDDEN TESTS
+from autograder.checks import grade_cell
+
+grade_cell("test_pad_collate_fn", globals())
+### END HIDDEN TESTS
+
 # %% [markdown]
 # ## DPO loss and log-probabilities [2 points]
 #
@@ -364,6 +388,12 @@ assert torch.isclose(_acc, torch.tensor(0.5)), f"one of two pairs is ranked righ
 assert torch.isclose(_margin, torch.tensor(0.25)), f"margins are [1.0, -0.5]: expected mean 0.25, got {float(_margin)}"
 print("dpo_loss looks right")
 
+### BEGIN HIDDEN TESTS
+from autograder.checks import grade_cell
+
+grade_cell("test_dpo_loss", globals())
+### END HIDDEN TESTS
+
 # %% [markdown]
 # Now the log-probability of an answer. The model returns `logits` of shape `[batch, seq_len, vocab]` for a
 # batch of token sequences `input_ids`; the logits at position $t$ predict the token at position $t + 1$.
@@ -415,6 +445,12 @@ assert torch.allclose(_result, _expected, atol=1e-5), (
     f"expected {_expected.tolist()}, got {_result.tolist()}. Check the shift: logits[:, t - 1] score labels[:, t]."
 )
 print("get_log_prob looks right")
+
+### BEGIN HIDDEN TESTS
+from autograder.checks import grade_cell
+
+grade_cell("test_get_log_prob", globals())
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ## DPO training [2 points]
@@ -509,6 +545,12 @@ assert _loss_mask.tolist() == [[0, 0, 0, 1, 1], [0, 0, 0, 1, 0]], (
 )
 print("concat_prompt_completion looks right")
 
+### BEGIN HIDDEN TESTS
+from autograder.checks import grade_cell
+
+grade_cell("test_dpo_training", globals())
+### END HIDDEN TESTS
+
 # %% [markdown]
 # ### The training loop
 #
@@ -538,7 +580,7 @@ EVAL_SIZE = 200  # held-out preference pairs used for evaluation
 ENABLE_WANDB = False
 
 if PROFILE == "demo":
-    BATCH_SIZE, GRAD_ACCUM_STEPS, MAX_STEPS, MAX_SEQ_LEN, EVAL_SIZE = 8, 1, 24, 256, 64
+    BATCH_SIZE, GRAD_ACCUM_STEPS, MAX_STEPS, MAX_SEQ_LEN, EVAL_SIZE = 8, 1, 10, 256, 64
 elif PROFILE == "fast":
     BATCH_SIZE, GRAD_ACCUM_STEPS, MAX_STEPS, MAX_SEQ_LEN, EVAL_SIZE = 4, 2, 2, 128, 8
 MICRO_BATCH_SIZE = BATCH_SIZE // GRAD_ACCUM_STEPS
@@ -577,22 +619,33 @@ def autocast():
 
 
 @torch.no_grad()
-def evaluate_dpo(model: PreTrainedModel, ref_model: PreTrainedModel, dataset: Dataset, tokenizer) -> dict[str, float]:
-    """Implicit-reward accuracy (ties count half) and mean margin of `model` against `ref_model`."""
+def preference_margins(model: PreTrainedModel, ref_model: PreTrainedModel, dataset: Dataset, tokenizer) -> np.ndarray:
+    """The implicit-reward margin r(x, y_chosen) - r(x, y_rejected) of every pair of a tokenized dataset."""
     model_was_training = model.training
     model.eval()
     margins = []
     for batch in make_dataloader(dataset, tokenizer, batch_size=MICRO_BATCH_SIZE, shuffle=False):
         batch = {k: v.to(DEVICE) for k, v in batch.items()}
-        with autocast():
-            per_pair = [
-                dpo_batch_loss(model, ref_model, {k: v[i : i + 1] for k, v in batch.items()}, BETA, MAX_SEQ_LEN)[2]
-                for i in range(batch["prompt_input_ids"].shape[0])
-            ]
-        margins += [float(m) for m in per_pair]
+        rewards = {}
+        for answer in ("chosen", "rejected"):
+            input_ids, attention_mask, loss_mask = concat_prompt_completion(
+                batch["prompt_input_ids"], batch["prompt_attn_mask"],
+                batch[f"{answer}_input_ids"], batch[f"{answer}_attn_mask"], MAX_SEQ_LEN,
+            )
+            with autocast():
+                policy = get_log_prob(sequence_logits(model, input_ids, attention_mask), input_ids, loss_mask)
+                reference = get_log_prob(sequence_logits(ref_model, input_ids, attention_mask), input_ids, loss_mask)
+            rewards[answer] = BETA * (policy.float() - reference.float())
+        margins.append((rewards["chosen"] - rewards["rejected"]).cpu())
     model.train(model_was_training)
-    margins = np.array(margins)
-    return {"reward_accuracy": float(np.mean((margins > 0) + 0.5 * (margins == 0))), "reward_margin": float(margins.mean())}
+    return torch.cat(margins).numpy()
+
+
+def evaluate_dpo(model: PreTrainedModel, ref_model: PreTrainedModel, dataset: Dataset, tokenizer) -> dict[str, float]:
+    """Held-out implicit-reward accuracy (a tie counts as half a correct pair) and mean margin."""
+    margins = preference_margins(model, ref_model, dataset, tokenizer)
+    accuracy = np.mean((margins > 0) + 0.5 * (margins == 0))
+    return {"reward_accuracy": float(accuracy), "reward_margin": float(margins.mean())}
 
 # %% [markdown]
 # Load fresh models, the data and its held-out split:

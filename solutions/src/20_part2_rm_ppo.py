@@ -1,0 +1,725 @@
+# %% [markdown]
+# # Part 2: a reward model and PPO with TRL
+#
+# Part 1 built DPO by hand. This part is lighter on code and introduces the library most people use for
+# alignment in practice, 🤗 [TRL](https://huggingface.co/docs/trl). With it you train the classic RLHF
+# pipeline: first a **reward model** that scores answers, then a policy optimised against that score with
+# **PPO** (Proximal Policy Optimization).
+#
+# **A word about PPO.** In reinforcement learning PPO is the default algorithm: it is robust, works on a
+# huge range of problems and is usually limited only by how fast you can collect experience. At the same time
+# it is infamous for how hard it is to implement correctly. Dozens of small details (advantage
+# normalisation, value clipping, how the KL penalty enters the reward, where the reward is read, ...) decide
+# whether it learns, and a wrong one rarely crashes: it just quietly learns something strange. See
+# [The 37 implementation details of PPO](https://iclr-blog-track.github.io/2022/03/25/ppo-implementation-details/)
+# and, for language models, [The N implementation details of RLHF with PPO](https://huggingface.co/blog/the_n_implementation_details_of_rlhf_with_ppo).
+# Many PPO implementations you can find online get some of these wrong, so unless you have solid RL
+# experience, use a maintained implementation: TRL for RLHF, or for example
+# [Sample Factory](https://github.com/alex-petrenko/sample-factory) for classic RL.
+
+# %% tags=["library"] kind="readonly" id="part2_imports"
+import contextlib
+import io
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # PPO lives in trl.experimental, which warns on import
+
+import datasets
+import transformers
+from huggingface_hub import HfApi, ModelCard, ModelCardData
+from trl import RewardConfig, RewardTrainer
+from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+
+@contextlib.contextmanager
+def quietly():
+    """Run a block without progress bars, library warnings or anything else written to stderr.
+
+    nbgrader gives zero points to a test cell that writes to stderr, so the checks below wrap model loading in it.
+    """
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+        transformers.logging.enable_progress_bar()
+        datasets.enable_progress_bars()
+
+
+def trainer_precision() -> dict[str, bool]:
+    """The `bf16`/`fp16` switches of a TRL config for DEVICE.
+
+    TRL configs turn bf16 on by default, which fails on CPUs and on GPUs older than Ampere (a T4). Ampere and
+    newer GPUs train in bfloat16, older ones in float16 (with loss scaling), CPUs and Apple GPUs in float32.
+    The models themselves are loaded in float32 either way: these flags only switch on mixed precision.
+    """
+    on_cuda = DEVICE == "cuda"
+    return {"bf16": on_cuda and AMP_DTYPE == torch.bfloat16, "fp16": on_cuda and AMP_DTYPE == torch.float16}
+
+
+def checkpointing_off() -> dict[str, bool]:
+    """Switch activation (gradient) checkpointing off: TRL turns it on by default, and for a 135M model it only
+    costs time. transformers 5 renamed the flag; the old name still works but warns."""
+    name = "activation_checkpointing" if "activation_checkpointing" in RewardConfig.__dataclass_fields__ else "gradient_checkpointing"
+    return {name: False}
+
+
+REWARD_MODEL_DIR = OUTPUT_DIR / "reward-model"
+PPO_DIR = OUTPUT_DIR / "ppo"
+TRAINER_RUNS_DIR = OUTPUT_DIR / "trainer-runs"  # scratch space the TRL trainers require
+
+# %% [markdown]
+# ## Reward model [1 point]
+#
+# DPO never needs an explicit reward: its update is written directly in terms of the policy's
+# log-probabilities. PPO does need one, because it maximises the reward of the answers the policy itself
+# generates. The reward can be any function of a prompt and an answer (for maths, "is the final answer
+# correct?"); here, as in classic RLHF, it is a model trained on the same preference pairs.
+#
+# A reward model is the language model with its next-token head replaced by a small linear layer (`score`)
+# that maps the hidden state of one token to a single number $r_\phi(x, y)$. It is trained with the
+# Bradley–Terry objective: the probability that people prefer $y_w$ over $y_l$ is modelled as
+# $\sigma(r_\phi(x, y_w) - r_\phi(x, y_l))$, so the loss is
+#
+# $$
+# \mathcal{L}_\text{RM}(\phi) = -\mathbb{E}_{(x, y_w, y_l)}\left[\log \sigma\left(r_\phi(x, y_w) - r_\phi(x, y_l)\right)\right].
+# $$
+#
+# Compare it with the DPO loss: DPO is the same objective with the implicit reward
+# $\beta \log \frac{\pi_\theta(y \mid x)}{\pi_\text{ref}(y \mid x)}$ in place of $r_\phi$. Read more in the
+# [reward modelling chapter of the RLHF book](https://rlhfbook.com/c/07-reward-models.html); TRL's
+# `RewardTrainer` implements this loss for you.
+#
+# `RewardTrainer` accepts several [dataset formats](https://huggingface.co/docs/trl/dataset_formats). We
+# use the *conversational preference format with an implicit prompt*: there is no `prompt` column, and each
+# of `chosen` and `rejected` is a whole conversation that contains the user's message:
+#
+# ```python
+# {
+#     "chosen": [
+#         {"role": "user", "content": "What color is the sky?"},
+#         {"role": "assistant", "content": "It is blue."},
+#     ],
+#     "rejected": [
+#         {"role": "user", "content": "What color is the sky?"},
+#         {"role": "assistant", "content": "It is green."},
+#     ],
+# }
+# ```
+#
+# The trainer renders each conversation with the tokenizer's chat template, so the reward model sees exactly
+# the text format the chat model produces.
+
+# %% tags=["library"] kind="solution" id="to_implicit_prompt_preferences"
+def to_implicit_prompt_preferences(example: dict[str, str]) -> dict[str, list[dict[str, str]]]:
+    """Turn a text preference example into TRL's conversational format with an implicit prompt.
+
+    Args:
+        example: a dict with the user's "prompt" and the assistant's "chosen" and "rejected" answers (strings).
+
+    Returns:
+        {"chosen": messages, "rejected": messages}, where each list of messages is the user turn (role "user",
+        content = the prompt) followed by the assistant turn (role "assistant", content = that answer).
+    """
+    ### BEGIN SOLUTION
+    user_turn = {"role": "user", "content": example["prompt"]}
+    return {
+        answer: [user_turn, {"role": "assistant", "content": example[answer]}] for answer in ("chosen", "rejected")
+    }
+    ### END SOLUTION
+
+# %% kind="test" id="test_to_implicit_prompt_preferences" points=0.5
+_example = {"prompt": "Is tea better than coffee?", "chosen": "Tea, always! 🍵", "rejected": "As an AI, I cannot say."}
+_pair = to_implicit_prompt_preferences(_example)
+assert isinstance(_pair, dict) and set(_pair) == {"chosen", "rejected"}, (
+    f"expected a dict with exactly the keys 'chosen' and 'rejected' (the prompt lives inside them), got {_pair!r}"
+)
+for _answer in ("chosen", "rejected"):
+    _expected = [
+        {"role": "user", "content": _example["prompt"]},
+        {"role": "assistant", "content": _example[_answer]},
+    ]
+    assert _pair[_answer] == _expected, f"'{_answer}' should be\n{_expected}\ngot\n{_pair[_answer]}"
+print("to_implicit_prompt_preferences looks right")
+
+# %% [markdown]
+# The reward model trains on the same pairs as DPO, and we evaluate it on the same held-out pairs:
+
+# %%
+rm_train_pairs, rm_eval_pairs = held_out_split(DATASET_ID, size=EVAL_SIZE)
+rm_train_dataset = rm_train_pairs.map(to_implicit_prompt_preferences, remove_columns=["prompt"])
+rm_eval_dataset = rm_eval_pairs.map(to_implicit_prompt_preferences, remove_columns=["prompt"])
+print(f"{len(rm_train_dataset)} training pairs, {len(rm_eval_dataset)} held-out pairs")
+rm_train_dataset[0]
+
+# %% [markdown]
+# ### Which token does the reward come from?
+#
+# A sequence classifier computes a hidden state for every token but returns the score of **one** of them,
+# the last real token of each sequence. The model finds that token with the pad token: in transformers 5 it
+# is the rightmost token that is *not* `config.pad_token_id`; older versions took the token before the
+# *first* pad token.
+#
+# That is why the choice of pad token matters here. Like many chat models, SmolLM uses its end-of-turn
+# token `<|im_end|>` as the pad token, and `<|im_end|>` also closes every turn of a chat. With the old rule
+# the score would be read at the end of the system prompt or of the user's message, so every answer to the
+# same question would get the same reward. TRL's PPO code has the same weakness in another form: it treats
+# *every* pad token as padding, hides it from attention, and reads the reward just before the first one it
+# finds in the answer. The cell below shows where each rule lands for a short conversation.
+#
+# The fix is to pad with a token that never appears in chat text. SmolLM's `<|endoftext|>` (its unknown
+# token) is such a token, and it already has an embedding. The original notebook added a brand-new `[PAD]`
+# token instead; that token has id 49,152 while the embedding matrix has rows 0 to 49,151 only. TRL happens
+# to survive it, because it replaces pad ids by 0 before every forward pass, but any other code that pads a
+# batch with this tokenizer would index past the end of the embedding. If you do add a token, call
+# `model.resize_token_embeddings(len(tokenizer))` on every model that will see it.
+#
+# `set_chat_safe_pad_token` below picks such a token: the current pad token if it never occurs in a rendered
+# conversation, else the unknown token, else a new `[PAD]` (then the models must be resized, which
+# `cover_tokenizer` does).
+
+# %% tags=["library"] kind="readonly" id="pad_token_helpers"
+def set_chat_safe_pad_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Make the tokenizer pad with a token that never occurs in chat-formatted text (in place; also returned)."""
+    probe = [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello!"}]
+    chat_ids = set(tokenizer.apply_chat_template(probe, tokenize=True, return_dict=True)["input_ids"])
+    for candidate in (tokenizer.pad_token, tokenizer.unk_token):
+        if candidate is not None and tokenizer.convert_tokens_to_ids(candidate) not in chat_ids:
+            tokenizer.pad_token = candidate
+            return tokenizer
+    tokenizer.add_special_tokens({"pad_token": "[PAD]"})
+    return tokenizer
+
+
+def cover_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """Give the model an embedding row for every token id of the tokenizer (needed only after adding tokens)."""
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    return model
+
+
+def pooled_token_index(input_ids: list[int], pad_token_id: int, rule: str = "rightmost non-pad") -> int:
+    """Index of the token whose hidden state a sequence classifier scores, under the current or the old rule."""
+    if rule == "rightmost non-pad":  # transformers >= 4.48
+        return max(i for i, token in enumerate(input_ids) if token != pad_token_id)
+    if rule == "before first pad":  # older transformers, and TRL's get_reward within the answer
+        return input_ids.index(pad_token_id) - 1 if pad_token_id in input_ids else len(input_ids) - 1
+    raise ValueError(f"unknown rule {rule!r}")
+
+# %%
+reward_tokenizer = set_chat_safe_pad_token(load_tokenizer(MODEL_ID))
+_conversation = [{"role": "user", "content": "Do you like cats?"}, {"role": "assistant", "content": "I adore them! 🐱"}]
+_ids = reward_tokenizer.apply_chat_template(_conversation, tokenize=True, return_dict=True)["input_ids"]
+_end_of_turn = reward_tokenizer.eos_token_id
+print(f"pad token: {reward_tokenizer.pad_token!r} (id {reward_tokenizer.pad_token_id}); the end of turn is "
+      f"{reward_tokenizer.eos_token!r} (id {reward_tokenizer.eos_token_id})")
+for _pad_id, _rule in ((_end_of_turn, "before first pad"), (_end_of_turn, "rightmost non-pad"),
+                       (reward_tokenizer.pad_token_id, "rightmost non-pad")):
+    _i = pooled_token_index(_ids, _pad_id, _rule)
+    _context = reward_tokenizer.decode(_ids[max(0, _i - 6): _i + 1])
+    print(f"pad={reward_tokenizer.convert_ids_to_tokens(_pad_id)!r:<16} rule={_rule!r:<20} -> token {_i:>2} "
+          f"of {len(_ids)}: ...{_context!r}")
+
+# %% [markdown]
+# With `<|im_end|>` as padding, "before first pad" stops at the system prompt. The current rule happens to
+# work for SmolLM because its template writes a newline after the last `<|im_end|>`, but it would skip every
+# trailing `<|im_end|>` of a template without that newline. With `<|endoftext|>` both rules agree on the
+# last token of the conversation, whatever the template.
+#
+# Now write `build_reward_model`: load `AutoModelForSequenceClassification` with **one** output (the reward),
+# in float32 (mixed precision is the trainer's job), make sure it has embeddings for every token of the
+# tokenizer, and store the tokenizer's pad token id in the model config.
+# Loading prints a report saying that `score.weight` was newly initialised: that is the new reward head.
+
+# %% tags=["library"] kind="solution" id="build_reward_model"
+def build_reward_model(model_id: str, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """A reward model: `model_id` with a freshly initialised one-output classification head.
+
+    Args:
+        model_id: Hub id or local folder of the causal LM to start from.
+        tokenizer: the tokenizer the model will be used with, with a chat-safe pad token.
+
+    Returns:
+        An AutoModelForSequenceClassification in float32 with `config.num_labels == 1` and
+        `config.pad_token_id == tokenizer.pad_token_id`.
+    """
+    ### BEGIN SOLUTION
+    model = AutoModelForSequenceClassification.from_pretrained(model_id, num_labels=1, dtype=torch.float32)
+    cover_tokenizer(model, tokenizer)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+    ### END SOLUTION
+
+# %% [markdown]
+# The training configuration is given. One epoch is plenty (the preferences of this dataset are easy to
+# tell apart); the `demo` and `fast` profiles stop after a few steps. Gradient checkpointing, which TRL turns
+# on by default, is off: the model is small, and checkpointing only slows training down.
+
+# %% tags=["library"] kind="readonly" id="reward_model_hparams"
+RM_LR = 5e-5
+RM_BATCH_SIZE = 16
+RM_EPOCHS = 1
+RM_MAX_STEPS = None  # None: RM_EPOCHS full epochs
+RM_MAX_LENGTH = 1024  # pairs with a longer conversation are left out
+if PROFILE == "demo":
+    RM_BATCH_SIZE, RM_MAX_STEPS, RM_MAX_LENGTH = 8, 8, 256
+elif PROFILE == "fast":
+    RM_BATCH_SIZE, RM_MAX_STEPS, RM_MAX_LENGTH = 4, 2, 128
+RM_HPARAMS = dict(
+    learning_rate=RM_LR, batch_size=RM_BATCH_SIZE, epochs=RM_EPOCHS, max_steps=RM_MAX_STEPS, max_length=RM_MAX_LENGTH,
+)
+
+
+def make_reward_config(output_dir: Path) -> RewardConfig:
+    """The RewardTrainer configuration for this notebook (precision follows DEVICE)."""
+    return RewardConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=RM_EPOCHS,
+        max_steps=RM_MAX_STEPS or -1,
+        per_device_train_batch_size=RM_BATCH_SIZE,
+        learning_rate=RM_LR,
+        max_length=RM_MAX_LENGTH,
+        disable_dropout=True,
+        logging_steps=1 if PROFILE != "full" else 25,
+        save_strategy="no",
+        report_to="wandb" if ENABLE_WANDB else "none",
+        seed=42,
+        **trainer_precision(),
+        **checkpointing_off(),
+    )
+
+
+@torch.no_grad()
+def score_conversations(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, conversations: list[list[dict]], batch_size: int = 16
+) -> dict[str, np.ndarray]:
+    """Rewards of chat conversations, read where the RewardTrainer reads them and where PPO will.
+
+    Returns {"last_token": ..., "end_of_turn": ...}: the model's own output (the score of the last token of the
+    formatted conversation), and the score of the final `<|im_end|>` that closes the answer, which is where
+    TRL's PPO reads the reward of a generated answer. One forward pass gives both.
+    """
+    was_training = model.training
+    model.eval()
+    last_token, end_of_turn = [], []
+    for start in range(0, len(conversations), batch_size):
+        rows = [
+            tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+            for messages in conversations[start: start + batch_size]
+        ]
+        input_ids = torch.nn.utils.rnn.pad_sequence(
+            [torch.tensor(row) for row in rows], batch_first=True, padding_value=tokenizer.pad_token_id
+        ).to(model.device)
+        attention_mask = (input_ids != tokenizer.pad_token_id).long()
+        output = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        token_scores = model.score(output.hidden_states[-1]).squeeze(-1)
+        eos_positions = [max(i for i, token in enumerate(row) if token == tokenizer.eos_token_id) for row in rows]
+        last_token.append(output.logits[:, 0].float().cpu())
+        end_of_turn.append(token_scores[torch.arange(len(rows)), torch.tensor(eos_positions)].float().cpu())
+    model.train(was_training)
+    return {"last_token": torch.cat(last_token).numpy(), "end_of_turn": torch.cat(end_of_turn).numpy()}
+
+
+def pairwise_accuracy(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: Dataset, batch_size: int = 16
+) -> dict[str, float]:
+    """How often the reward model scores `chosen` above `rejected` (ties count as wrong), and the mean margin."""
+    chosen = score_conversations(model, tokenizer, pairs["chosen"], batch_size)
+    rejected = score_conversations(model, tokenizer, pairs["rejected"], batch_size)
+    metrics = {}
+    for reading, suffix in (("last_token", ""), ("end_of_turn", "_at_end_of_turn")):
+        margins = chosen[reading] - rejected[reading]
+        metrics[f"accuracy{suffix}"] = float(np.mean(margins > 0))
+        metrics[f"margin{suffix}"] = float(np.mean(margins))
+    return metrics
+
+# %% [markdown]
+# Build the reward model and train it:
+
+# %%
+set_seed(42)
+reward_model = build_reward_model(MODEL_ID, reward_tokenizer)
+reward_trainer = RewardTrainer(
+    model=reward_model,
+    args=make_reward_config(TRAINER_RUNS_DIR / "reward-model"),
+    processing_class=reward_tokenizer,
+    train_dataset=rm_train_dataset,
+)
+reward_trainer.train()
+
+# %% [markdown]
+# Held-out pairwise accuracy is the fraction of held-out pairs whose chosen answer gets the higher reward.
+# We read the reward both ways (see `score_conversations`): both positions come after the whole answer, so a
+# reward model trained on one should rank pairs almost as well at the other. PPO relies on that.
+
+# %%
+RM_METRICS = pairwise_accuracy(reward_model, reward_tokenizer, rm_eval_dataset)
+METRICS["reward_model"] = RM_METRICS
+print(f"held-out pairwise accuracy: {RM_METRICS['accuracy']:.3f} (margin {RM_METRICS['margin']:.2f}); "
+      f"read at the final <|im_end|> as PPO does: {RM_METRICS['accuracy_at_end_of_turn']:.3f}")
+
+_steps = [entry for entry in reward_trainer.state.log_history if "accuracy" in entry]
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+axes[0].plot([entry["step"] for entry in _steps], [entry["loss"] for entry in _steps], marker=".")
+axes[0].set_title("reward model training loss")
+axes[1].plot([entry["step"] for entry in _steps], [entry["accuracy"] for entry in _steps], marker=".", label="training batches")
+axes[1].axhline(RM_METRICS["accuracy"], color="tab:green", linestyle="--", label="held-out")
+axes[1].set_ylim(-0.02, 1.02)
+axes[1].set_title("reward model pairwise accuracy")
+axes[1].legend()
+for ax in axes:
+    ax.set_xlabel("optimizer step")
+fig.tight_layout()
+fig.savefig(PLOTS_DIR / "reward_model_accuracy.png", dpi=120)
+plt.show()
+
+# %% [markdown]
+# The reward of the chosen answer should be higher than the reward of the rejected one. Here is the first
+# held-out pair:
+
+# %%
+_pair = rm_eval_dataset[0]
+_scores = score_conversations(reward_model, reward_tokenizer, [_pair["chosen"], _pair["rejected"]])["last_token"]
+RM_SAMPLE = {
+    "prompt": _pair["chosen"][0]["content"],
+    "chosen": _pair["chosen"][-1]["content"], "chosen reward": f"{_scores[0]:.3f}",
+    "rejected": _pair["rejected"][-1]["content"], "rejected reward": f"{_scores[1]:.3f}",
+}
+for _key, _value in RM_SAMPLE.items():
+    print(f"{_key:>16}: {_value}")
+
+# %% kind="test" id="test_reward_model" points=0.5
+with quietly():
+    _rm = build_reward_model(MODEL_ID, reward_tokenizer)
+assert isinstance(_rm, PreTrainedModel) and type(_rm).__name__.endswith("ForSequenceClassification"), (
+    f"build a sequence classifier with AutoModelForSequenceClassification, got {type(_rm).__name__}"
+)
+assert _rm.config.num_labels == 1, f"a reward model outputs one number: num_labels should be 1, got {_rm.config.num_labels}"
+assert _rm.config.pad_token_id == reward_tokenizer.pad_token_id, (
+    f"set model.config.pad_token_id to the tokenizer's pad token id {reward_tokenizer.pad_token_id}, "
+    f"got {_rm.config.pad_token_id}"
+)
+assert next(_rm.parameters()).dtype == torch.float32, "load the reward model in float32"
+del _rm
+_question = {"role": "user", "content": "What do you think about rainy days?"}
+_scores = score_conversations(reward_model, reward_tokenizer, [
+    [_question, {"role": "assistant", "content": "I love them! ☔ Cozy blankets and tea 😊"}],
+    [_question, {"role": "assistant", "content": "As an AI, I do not experience weather."}],
+])
+assert abs(float(_scores["last_token"][0] - _scores["last_token"][1])) > 1e-6, (
+    "two different answers to the same question got the same reward: the score is read from the prompt, not "
+    "the answer. Check the pad token and config.pad_token_id"
+)
+if PROFILE != "fast":
+    assert RM_METRICS["accuracy"] >= 0.8, (
+        f"held-out pairwise accuracy is {RM_METRICS['accuracy']:.2f}; a trained reward model should reach 0.8"
+    )
+print("the reward model looks right")
+
+# %% [markdown]
+# Save the reward model with its tokenizer (it is pushed to the Hub with a model card at the end):
+
+# %%
+reward_model.save_pretrained(REWARD_MODEL_DIR)
+reward_tokenizer.save_pretrained(REWARD_MODEL_DIR)
+print(f"saved the reward model to {REWARD_MODEL_DIR}")
+del reward_trainer
+
+# %% [markdown]
+# ## PPO [2 points]
+#
+# **Heads-up.** TRL has reworked its PPO trainer several times, and its documentation and examples have
+# repeatedly lagged behind the code. In TRL 1.x the trainer lives in `trl.experimental.ppo`. When the docs
+# and the code disagree, trust the code (`trl/experimental/ppo/ppo_trainer.py`).
+#
+# PPO needs four models:
+#
+# - `policy`: the model being trained, starting from the same instruct model as in Part 1 (`MODEL_ID`);
+# - `ref_policy`: a frozen copy of it; the reward is reduced by `kl_coef` times the KL divergence from it, so
+#   the policy does not drift into gibberish that happens to fool the reward model;
+# - `reward_model`: your trained reward model, frozen;
+# - `value_model`: the critic, which predicts the future reward at every token to compute advantages. It is
+#   usually initialised from the reward model (it already "knows" what a good answer is) and trained along
+#   with the policy.
+#
+# PPOTrainer takes a dataset of prompts only: the `input_ids` of each prompt formatted with the chat
+# template and **ending with the generation prompt**, the assistant header the model continues from.
+#
+# The tokenizer pads on the left (the policy appends its answers on the right) and, as for the reward model,
+# with a pad token that never occurs in chat text: TRL builds every attention mask as `input_ids != pad_id`,
+# so with `<|im_end|>` as pad token it would hide the end of every turn of the prompt.
+
+# %% tags=["library"] kind="solution" id="load_ppo_models"
+def load_ppo_models(
+    policy_id: str, reward_model_path: str | Path, tokenizer: PreTrainedTokenizerBase
+) -> tuple[PreTrainedModel, PreTrainedModel, PreTrainedModel, PreTrainedModel]:
+    """The four models of PPO, in float32, with embeddings covering `tokenizer`.
+
+    Args:
+        policy_id: the causal LM to align (Hub id or folder).
+        reward_model_path: the trained reward model (a sequence classifier with one output).
+        tokenizer: the PPO tokenizer.
+
+    Returns:
+        (value_model, reward_model, policy, ref_policy):
+            - value_model: a sequence classifier loaded from the reward model, trainable;
+            - reward_model: the reward model, frozen (eval mode, no gradients);
+            - policy: a causal LM loaded from `policy_id`, trainable;
+            - ref_policy: another copy of `policy_id`, frozen.
+    """
+    ### BEGIN SOLUTION
+    def frozen(model: PreTrainedModel) -> PreTrainedModel:
+        model.eval()
+        model.requires_grad_(False)
+        return model
+
+    value_model = AutoModelForSequenceClassification.from_pretrained(reward_model_path, num_labels=1, dtype=torch.float32)
+    reward_model = frozen(
+        AutoModelForSequenceClassification.from_pretrained(reward_model_path, num_labels=1, dtype=torch.float32)
+    )
+    policy = AutoModelForCausalLM.from_pretrained(policy_id, dtype=torch.float32)
+    ref_policy = frozen(AutoModelForCausalLM.from_pretrained(policy_id, dtype=torch.float32))
+    models = (value_model, reward_model, policy, ref_policy)
+    for model in models:
+        cover_tokenizer(model, tokenizer)
+    return models
+    ### END SOLUTION
+
+
+# %% tags=["library"] kind="solution" id="tokenize_prompt"
+def tokenize_prompt(example: dict[str, str], tokenizer: PreTrainedTokenizerBase) -> dict[str, list[int]]:
+    """Token ids of the example's prompt as a user turn followed by the generation prompt.
+
+    Returns {"input_ids": [...]}, a flat list of ints that ends with the assistant header. Note that in
+    transformers 5 `apply_chat_template(..., tokenize=True)` returns a dict-like BatchEncoding by default.
+    """
+    ### BEGIN SOLUTION
+    messages = [{"role": "user", "content": example["prompt"]}]
+    encoding = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+    return {"input_ids": list(encoding["input_ids"])}
+    ### END SOLUTION
+
+# %% [markdown]
+# Now the configuration and the trainer. Use the hyper-parameters below. Set the precision flags with
+# `trainer_precision()`, stop each answer at the end-of-turn token (`stop_token="eos"`), and do not save
+# checkpoints during training (`save_strategy="no"`). `PPOTrainer` takes the policy as `model` and the
+# reference as `ref_model`; the tokenizer is its `processing_class`.
+#
+# A few PPO-specific knobs (see `PPOConfig`'s docstring for all of them):
+#
+# - `total_episodes`: how many prompts to answer in total; each update uses `per_device_train_batch_size`
+#   of them, so there are `total_episodes / per_device_train_batch_size` updates;
+# - `num_ppo_epochs`: how many passes each batch of answers gets before new answers are generated;
+# - `response_length`: the maximum number of new tokens per answer;
+# - `missing_eos_penalty`: subtracted from the reward of an answer that did not finish within
+#   `response_length` tokens, which discourages rambling;
+# - `kl_coef`: the weight of the KL penalty.
+
+# %% tags=["library"] kind="readonly" id="ppo_hparams"
+PPO_LR = 1e-5
+PPO_BATCH_SIZE = 16  # episodes (prompts) per PPO update
+PPO_EPOCHS = 4  # num_ppo_epochs
+PPO_TOTAL_EPISODES = 8_000
+PPO_RESPONSE_LENGTH = 96
+PPO_KL_COEF = 0.05
+PPO_MISSING_EOS_PENALTY = 1.0
+PPO_SAMPLE_GENERATIONS = 10  # how often TRL prints a table of sample answers during training
+if PROFILE == "demo":
+    PPO_LR, PPO_BATCH_SIZE, PPO_EPOCHS, PPO_TOTAL_EPISODES, PPO_RESPONSE_LENGTH = 3e-5, 8, 2, 80, 48
+    PPO_SAMPLE_GENERATIONS = 0
+elif PROFILE == "fast":
+    PPO_LR, PPO_BATCH_SIZE, PPO_EPOCHS, PPO_TOTAL_EPISODES, PPO_RESPONSE_LENGTH = 1e-4, 2, 1, 4, 8
+    PPO_SAMPLE_GENERATIONS = 0
+PPO_HPARAMS = dict(
+    learning_rate=PPO_LR, batch_size=PPO_BATCH_SIZE, num_ppo_epochs=PPO_EPOCHS, total_episodes=PPO_TOTAL_EPISODES,
+    response_length=PPO_RESPONSE_LENGTH, kl_coef=PPO_KL_COEF, missing_eos_penalty=PPO_MISSING_EOS_PENALTY,
+)
+
+# %% tags=["library"] kind="solution" id="make_ppo_config"
+def make_ppo_config(output_dir: Path) -> PPOConfig:
+    """The PPOConfig built from the PPO_* constants above, with precision flags that follow DEVICE."""
+    ### BEGIN SOLUTION
+    return PPOConfig(
+        output_dir=str(output_dir),
+        learning_rate=PPO_LR,
+        per_device_train_batch_size=PPO_BATCH_SIZE,
+        gradient_accumulation_steps=1,
+        num_mini_batches=1,
+        num_ppo_epochs=PPO_EPOCHS,
+        total_episodes=PPO_TOTAL_EPISODES,
+        response_length=PPO_RESPONSE_LENGTH,
+        stop_token="eos",
+        kl_coef=PPO_KL_COEF,
+        missing_eos_penalty=PPO_MISSING_EOS_PENALTY,
+        num_sample_generations=PPO_SAMPLE_GENERATIONS,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="wandb" if ENABLE_WANDB else "none",
+        seed=42,
+        **trainer_precision(),
+        **checkpointing_off(),
+    )
+    ### END SOLUTION
+
+
+# %% tags=["library"] kind="solution" id="build_ppo_trainer"
+def build_ppo_trainer(
+    args: PPOConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    value_model: PreTrainedModel,
+    reward_model: PreTrainedModel,
+    policy: PreTrainedModel,
+    ref_policy: PreTrainedModel,
+    train_dataset: Dataset,
+    eval_dataset: Dataset,
+) -> PPOTrainer:
+    """A PPOTrainer that trains `policy` (and `value_model`) against `reward_model`, penalised by `ref_policy`."""
+    ### BEGIN SOLUTION
+    return PPOTrainer(
+        args=args,
+        processing_class=tokenizer,
+        model=policy,
+        ref_model=ref_policy,
+        reward_model=reward_model,
+        value_model=value_model,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+    )
+    ### END SOLUTION
+
+# %% [markdown]
+# Load the models and the prompts:
+
+# %%
+set_seed(42)
+ppo_tokenizer = set_chat_safe_pad_token(load_tokenizer(MODEL_ID, padding_side="left"))
+value_model, reward_model, policy, ref_policy = load_ppo_models(MODEL_ID, REWARD_MODEL_DIR, ppo_tokenizer)
+
+ppo_train_dataset = rm_train_pairs.map(
+    tokenize_prompt, fn_kwargs={"tokenizer": ppo_tokenizer}, remove_columns=rm_train_pairs.column_names
+)
+ppo_eval_dataset = rm_eval_pairs.map(
+    tokenize_prompt, fn_kwargs={"tokenizer": ppo_tokenizer}, remove_columns=rm_eval_pairs.column_names
+)
+print(ppo_train_dataset)
+print(repr(ppo_tokenizer.decode(ppo_train_dataset[0]["input_ids"])))
+
+# %% [markdown]
+# Before training, record how the untouched model answers (greedy decoding with the attention mask, only
+# the new tokens decoded, via `generate_reply` from the setup):
+
+# %%
+PPO_MAX_NEW_TOKENS = 256 if PROFILE == "full" else 48
+ppo_before = {prompt: generate_reply(ref_policy, ppo_tokenizer, prompt, PPO_MAX_NEW_TOKENS) for prompt in SAMPLE_PROMPTS}
+
+# %% [markdown]
+# Train. In the `full` profile this is the longest cell of the notebook; the log shows `objective/scores`
+# (the mean reward of the generated answers), `objective/kl` and the losses after every update.
+
+# %%
+if ENABLE_WANDB:
+    wandb.init(project="hw2-rlhf", group="ppo", config=PPO_HPARAMS)
+ppo_trainer = build_ppo_trainer(
+    make_ppo_config(TRAINER_RUNS_DIR / "ppo"), ppo_tokenizer, value_model, reward_model, policy, ref_policy,
+    ppo_train_dataset, ppo_eval_dataset,
+)
+ppo_trainer.train()
+if ENABLE_WANDB:
+    wandb.finish()
+
+# %% kind="test" id="test_ppo" points=2
+_prompt_ids = tokenize_prompt({"prompt": "Any plans for the weekend?"}, ppo_tokenizer)["input_ids"]
+_generation_prompt = ppo_tokenizer.apply_chat_template(
+    [{"role": "user", "content": "Any plans for the weekend?"}], add_generation_prompt=True, tokenize=False
+)
+assert isinstance(_prompt_ids, list) and all(isinstance(_id, int) for _id in _prompt_ids), (
+    f"tokenize_prompt should return a flat list of ints under 'input_ids', got {type(_prompt_ids).__name__}: "
+    f"{str(_prompt_ids)[:200]}"
+)
+assert ppo_tokenizer.decode(_prompt_ids) == _generation_prompt, (
+    f"the prompt should be the chat-formatted user turn plus the generation prompt:\n"
+    f"expected {_generation_prompt!r}\ngot      {ppo_tokenizer.decode(_prompt_ids)!r}"
+)
+assert type(policy).__name__.endswith("ForCausalLM") and type(ref_policy).__name__.endswith("ForCausalLM"), (
+    "policy and ref_policy should be causal language models (AutoModelForCausalLM)"
+)
+for _name, _model in (("value_model", value_model), ("reward_model", reward_model)):
+    assert type(_model).__name__.endswith("ForSequenceClassification") and _model.config.num_labels == 1, (
+        f"{_name} should be loaded from your reward model: a sequence classifier with one output"
+    )
+assert not any(p.requires_grad for p in reward_model.parameters()), "freeze the reward model (requires_grad_(False))"
+assert not any(p.requires_grad for p in ref_policy.parameters()), "freeze the reference policy (requires_grad_(False))"
+_args = ppo_trainer.args
+assert (_args.bf16, _args.fp16) == (trainer_precision()["bf16"], trainer_precision()["fp16"]), (
+    f"precision flags should follow the device {DEVICE}: expected {trainer_precision()}, "
+    f"got bf16={_args.bf16} fp16={_args.fp16}"
+)
+assert ppo_trainer.stop_token_id == ppo_tokenizer.eos_token_id, "answers should stop at the end-of-turn token"
+assert ppo_trainer.state.global_step >= 1, "the PPO trainer has not made any update: did trainer.train() run?"
+_moved = any(not torch.equal(p, q.to(p.device)) for p, q in zip(policy.parameters(), ref_policy.parameters()))
+assert _moved, "after training the policy is still identical to the reference policy: is `policy` the trained model?"
+print("PPO looks right")
+
+# %% [markdown]
+# ### The reward during training
+#
+# `objective/scores` is the mean reward-model score of the answers generated at each update (after the
+# missing-EOS penalty); `objective/rlhf_reward` also subtracts the KL penalty, which is what PPO maximises.
+# Expect a noisy curve: every point is an average over one batch of freshly sampled answers.
+
+# %%
+_updates = [entry for entry in ppo_trainer.state.log_history if "objective/scores" in entry]
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+for ax, key in zip(axes, ("objective/scores", "objective/kl")):
+    ax.plot([entry["episode"] for entry in _updates], [entry[key] for entry in _updates], marker=".", label=key)
+    ax.set_xlabel("episode")
+    ax.set_title(f"PPO {key.split('/')[1]}")
+axes[0].plot([entry["episode"] for entry in _updates], [entry["objective/rlhf_reward"] for entry in _updates],
+             marker=".", label="objective/rlhf_reward")
+axes[0].legend()
+fig.tight_layout()
+fig.savefig(PLOTS_DIR / "ppo_reward.png", dpi=120)
+plt.show()
+PPO_METRICS = {
+    "first_update_score": _updates[0]["objective/scores"],
+    "last_update_score": _updates[-1]["objective/scores"],
+    "final_kl": _updates[-1]["objective/kl"],
+    "updates": len(_updates),
+}
+
+# %% [markdown]
+# ### Before and after
+#
+# You may see a much smaller change than after DPO: PPO needs many more samples, good hyper-parameters and
+# luck, and it is far less stable. The reward model scores both answers (read at the end-of-turn token, as
+# in training).
+
+# %%
+PPO_SAMPLES = []
+for prompt in SAMPLE_PROMPTS:
+    after = generate_reply(policy, ppo_tokenizer, prompt, PPO_MAX_NEW_TOKENS)
+    before = ppo_before[prompt]
+    rewards = score_conversations(reward_model, ppo_tokenizer, [
+        [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}] for answer in (before, after)
+    ])["end_of_turn"]
+    PPO_SAMPLES.append({"prompt": prompt, "before": before, "after": after,
+                        "reward before": f"{rewards[0]:.3f}", "reward after": f"{rewards[1]:.3f}"})
+    print(f"=== {prompt}\n--- before PPO (reward {rewards[0]:.2f}):\n{before}\n"
+          f"--- after PPO (reward {rewards[1]:.2f}):\n{after}\n")
+PPO_METRICS["sample_reward_before"] = float(np.mean([float(s["reward before"]) for s in PPO_SAMPLES]))
+PPO_METRICS["sample_reward_after"] = float(np.mean([float(s["reward after"]) for s in PPO_SAMPLES]))
+METRICS["ppo"] = PPO_METRICS
+
+# %% [markdown]
+# Save the trained **policy** (the original notebook pushed an undefined `model` here) with its tokenizer.
+# The value model is only a training aid and is not saved.
+
+# %%
+policy.save_pretrained(PPO_DIR)
+ppo_tokenizer.save_pretrained(PPO_DIR)
+print(f"saved the PPO policy to {PPO_DIR}")
+del ppo_trainer, value_model, ref_policy

@@ -1,0 +1,145 @@
+"""The grading CLI on real submissions: correct, empty, broken and adversarial ones, graded side by side."""
+import json
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from autograder.paths import REPO_ROOT
+from autograder.release import RELEASE_NOTEBOOK
+from autograder.submission import fill_answers, solution_answers, autograded_tests
+
+SOLUTION = solution_answers()
+
+ADVERSARIAL = {
+    # an endless loop inside a graded function: that test times out, the others are graded
+    "loops": {"pad": "def pad(tensors, padding_value=0, padding_side='right'):\n    while True:\n        pass\n"},
+    # kills the grading process from inside dpo_loss: tests graded before keep their points
+    "exits": {"dpo_loss": "import os\n\ndef dpo_loss(*args, **kwargs):\n    os._exit(3)\n"},
+    # a wrong dpo_loss that makes every comparison succeed by monkeypatching torch
+    "patches_torch": {"dpo_loss": (
+        "import torch\ntorch.allclose = lambda *a, **k: True\ntorch.isclose = lambda a, b, **k: torch.ones_like(a, dtype=torch.bool)\n"
+        "def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=0.1):\n"
+        "    zero = chosen_logps.sum() * 0\n    return zero, zero, zero\n"
+    )},
+    # floods the output and asks for far too much memory at the top level of an answer cell
+    "floods_and_hogs": {"pad_collate_fn": SOLUTION["pad_collate_fn"] + (
+        "\nprint('spam ' * 10_000_000)\ntry:\n    hog = bytearray(64 * 2**30)\nexcept MemoryError:\n    pass\n"
+    )},
+    # calls exit() at the top level of an answer cell
+    "sys_exit": {"tokenize_row": SOLUTION["tokenize_row"] + "\nimport sys\nsys.exit(0)\n"},
+}
+
+
+def write_submission(folder, student, answers, delete_tests=False):
+    notebook = fill_answers(RELEASE_NOTEBOOK, answers)
+    if delete_tests:
+        notebook.cells = [c for c in notebook.cells if not c.metadata.get("nbgrader", {}).get("grade")]
+    path = folder / student / "hw2_dpo_ppo" / "hw2_dpo_ppo.ipynb"
+    path.parent.mkdir(parents=True)
+    nbformat.write(notebook, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def graded(fixtures, tmp_path_factory):
+    submitted = tmp_path_factory.mktemp("submitted")
+    write_submission(submitted, "perfect", SOLUTION)
+    write_submission(submitted, "empty", {})
+    write_submission(submitted, "no_tests", SOLUTION, delete_tests=True)
+    for student, answers in ADVERSARIAL.items():
+        write_submission(submitted, student, {**SOLUTION, **answers})
+    (submitted / "garbage" / "hw2_dpo_ppo").mkdir(parents=True)
+    (submitted / "garbage" / "hw2_dpo_ppo" / "hw2_dpo_ppo.ipynb").write_text("{ not json")
+    out = tmp_path_factory.mktemp("grades")
+    command = [sys.executable, "-m", "autograder", "grade", str(submitted), "--out", str(out), "--jobs", "2",
+               "--check-timeout", "20", "--timeout", "300"]
+    run = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+    return run, out, command
+
+
+def result(out, student):
+    return json.loads((out / f"{student}.json").read_text())
+
+
+def test_cli_exits_zero_and_writes_every_result(graded):
+    run, out, _ = graded
+    assert run.returncode == 0, run.stderr[-2000:]
+    students = {"perfect", "empty", "no_tests", "garbage", *ADVERSARIAL}
+    assert {p.stem for p in out.glob("*.json")} == students
+    assert {p.name.removesuffix(".feedback.md") for p in out.glob("*.feedback.md")} == students
+    rows = (out / "grades.csv").read_text().splitlines()
+    assert rows[0].split(",")[:3] == ["student", "score", "max_score"] and len(rows) == len(students) + 1
+
+
+def test_grading_json_schema(graded):
+    _, out, _ = graded
+    data = result(out, "perfect")
+    assert set(data) >= {"score", "max_score", "tests"}
+    assert list(data["tests"]) == list(autograded_tests())
+    for entry in data["tests"].values():
+        assert set(entry) == {"score", "max_score", "status", "feedback"}
+        assert entry["status"] in {"passed", "failed", "error", "timeout"}
+
+
+def test_solution_gets_full_marks_and_release_gets_zero(graded):
+    _, out, _ = graded
+    perfect, empty = result(out, "perfect"), result(out, "empty")
+    assert perfect["score"] == pytest.approx(perfect["max_score"])
+    assert all(t["status"] == "passed" for t in perfect["tests"].values())
+    assert empty["score"] == 0 and empty["max_score"] == perfect["max_score"]
+    assert "not written yet" in empty["tests"]["test_dpo_loss"]["feedback"]
+
+
+def test_deleting_test_cells_changes_nothing(graded):
+    _, out, _ = graded
+    assert result(out, "no_tests")["score"] == pytest.approx(result(out, "perfect")["max_score"])
+
+
+def test_unreadable_notebook_is_reported_not_fatal(graded):
+    _, out, _ = graded
+    garbage = result(out, "garbage")
+    assert garbage["score"] == 0
+    assert all(t["status"] == "error" and "cannot be read" in t["feedback"] for t in garbage["tests"].values())
+
+
+def test_endless_loop_times_out_only_its_own_test(graded):
+    _, out, _ = graded
+    loops = result(out, "loops")
+    assert loops["tests"]["test_pad"]["status"] == "timeout"
+    assert loops["tests"]["test_dpo_loss"]["status"] == "passed"
+
+
+def test_exiting_process_keeps_earlier_results(graded):
+    _, out, _ = graded
+    exits = result(out, "exits")
+    order = list(autograded_tests())
+    before = order[: order.index("test_dpo_loss")]
+    assert all(exits["tests"][gid]["status"] == "passed" for gid in before)
+    assert exits["tests"]["test_dpo_loss"]["status"] == "error" and exits["tests"]["test_dpo_loss"]["score"] == 0
+    assert "process ended" in exits["tests"]["test_dpo_loss"]["feedback"]
+
+
+def test_monkeypatching_torch_does_not_buy_points(graded):
+    _, out, _ = graded
+    patched = result(out, "patches_torch")
+    assert patched["tests"]["test_dpo_loss"]["score"] < patched["tests"]["test_dpo_loss"]["max_score"] / 2
+    assert "replaced" in json.dumps(patched)
+
+
+def test_output_flood_memory_hog_and_exit_are_contained(graded):
+    _, out, _ = graded
+    max_score = result(out, "perfect")["max_score"]
+    assert result(out, "floods_and_hogs")["score"] == pytest.approx(max_score)
+    sys_exit = result(out, "sys_exit")
+    assert sys_exit["score"] == pytest.approx(max_score)
+    assert any("SystemExit" in note for note in sys_exit["notes"])
+
+
+def test_regrading_resumes_unless_forced(graded):
+    _, out, command = graded
+    before = (out / "perfect.json").stat().st_mtime_ns
+    again = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+    assert again.returncode == 0 and "already graded" in again.stdout
+    assert (out / "perfect.json").stat().st_mtime_ns == before

@@ -1,0 +1,339 @@
+"""Part 2 of the solution notebook (reward model, PPO, log-prob analysis, model cards) on the tiny model."""
+import copy
+
+import pytest
+import torch
+from datasets import Dataset
+from huggingface_hub import ModelCard
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl.data_utils import is_conversational
+
+from autograder.notebook import load_namespace, offline_env
+from autograder.release import SOURCE_NOTEBOOK
+
+EXAMPLE = {
+    "prompt": "Do you like rainy days?",
+    "chosen": "Oh, I love them! ☔ Tea, a blanket and a good book 😊",
+    "rejected": "As an AI language model, I do not experience weather.",
+}
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    return tmp_path_factory.mktemp("outputs")
+
+
+@pytest.fixture(scope="module")
+def nb(fixtures, outputs):
+    """The library cells of the solution notebook, loaded with the fast offline profile."""
+    return load_namespace(SOURCE_NOTEBOOK, offline_env(fixtures, outputs, "fast"))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(fixtures):
+    return AutoTokenizer.from_pretrained(fixtures.smollm2)
+
+
+@pytest.fixture(scope="module")
+def reward_tokenizer(nb, fixtures):
+    return nb["set_chat_safe_pad_token"](nb["load_tokenizer"](str(fixtures.tiny)))
+
+
+@pytest.fixture(scope="module")
+def reward_model_dir(nb, fixtures, reward_tokenizer, tmp_path_factory):
+    """A reward model built by the notebook on the tiny model (untrained head), saved like the notebook does."""
+    torch.manual_seed(0)
+    with nb["quietly"]():
+        model = nb["build_reward_model"](str(fixtures.tiny), reward_tokenizer)
+    path = tmp_path_factory.mktemp("reward-model")
+    model.save_pretrained(path)
+    reward_tokenizer.save_pretrained(path)
+    return path
+
+
+def conversation(prompt: str, answer: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+
+
+def params(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def same(before: list[torch.Tensor], model: torch.nn.Module) -> bool:
+    return all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+# ---------------------------------------------------------------- configuration and contracts
+
+def test_checkpoint_folders_follow_the_contract(nb, outputs):
+    assert nb["REWARD_MODEL_DIR"] == nb["OUTPUT_DIR"] / "reward-model"
+    assert nb["PPO_DIR"] == nb["OUTPUT_DIR"] / "ppo"
+    assert nb["OUTPUT_DIR"] == outputs
+
+
+def test_precision_flags_follow_the_device(nb):
+    assert nb["trainer_precision"]() == {"bf16": False, "fp16": False}  # these tests run on a CPU
+    saved = nb["DEVICE"], nb["AMP_DTYPE"]
+    try:
+        nb["DEVICE"], nb["AMP_DTYPE"] = "cuda", torch.bfloat16
+        assert nb["trainer_precision"]() == {"bf16": True, "fp16": False}
+        nb["DEVICE"], nb["AMP_DTYPE"] = "cuda", torch.float16
+        assert nb["trainer_precision"]() == {"bf16": False, "fp16": True}
+        nb["DEVICE"], nb["AMP_DTYPE"] = "mps", torch.float32
+        assert nb["trainer_precision"]() == {"bf16": False, "fp16": False}
+    finally:
+        nb["DEVICE"], nb["AMP_DTYPE"] = saved
+
+
+# ---------------------------------------------------------------- reward model
+
+def test_to_implicit_prompt_preferences_is_conversational_with_the_prompt_inside(nb, tokenizer):
+    pair = nb["to_implicit_prompt_preferences"](EXAMPLE)
+    assert set(pair) == {"chosen", "rejected"}
+    assert is_conversational(pair)
+    for key in ("chosen", "rejected"):
+        assert pair[key] == conversation(EXAMPLE["prompt"], EXAMPLE[key])
+        rendered = tokenizer.apply_chat_template(pair[key], tokenize=False)
+        assert EXAMPLE["prompt"] in rendered and EXAMPLE[key] in rendered
+
+
+def test_to_implicit_prompt_preferences_maps_a_dataset(nb):
+    dataset = Dataset.from_list([EXAMPLE, EXAMPLE])
+    mapped = dataset.map(nb["to_implicit_prompt_preferences"], remove_columns=["prompt"])
+    assert mapped.column_names == ["chosen", "rejected"]
+    assert mapped[1]["rejected"][1] == {"role": "assistant", "content": EXAMPLE["rejected"]}
+
+
+def test_pad_token_never_occurs_in_chat_text(nb, tokenizer):
+    tok = nb["set_chat_safe_pad_token"](copy.deepcopy(tokenizer))
+    assert tok.pad_token_id != tok.eos_token_id
+    ids = tok.apply_chat_template(conversation("Hi there", "Hello! 👋"), tokenize=True, return_dict=True)["input_ids"]
+    assert tok.pad_token_id not in ids
+    assert tok.pad_token_id < len(tokenizer), "an existing token is reused, so no embedding row is added"
+
+
+def test_pad_token_falls_back_to_a_new_token_and_models_are_resized(nb, tokenizer, fixtures):
+    tok = copy.deepcopy(tokenizer)
+    tok.pad_token = tok.eos_token
+    tok.unk_token = tok.eos_token  # no usable existing token left
+    tok = nb["set_chat_safe_pad_token"](tok)
+    assert tok.pad_token == "[PAD]" and tok.pad_token_id == len(tokenizer)
+    model = AutoModelForCausalLM.from_pretrained(fixtures.tiny)
+    nb["cover_tokenizer"](model, tok)
+    assert model.get_input_embeddings().num_embeddings >= len(tok)
+
+
+def test_pooling_rules_land_where_the_notebook_says(nb, reward_tokenizer):
+    ids = reward_tokenizer.apply_chat_template(conversation("Hi?", "Hello!"), tokenize=True, return_dict=True)["input_ids"]
+    eos = reward_tokenizer.eos_token_id
+    first_eos = ids.index(eos)
+    assert nb["pooled_token_index"](ids, eos, "before first pad") == first_eos - 1  # inside the prompt
+    assert nb["pooled_token_index"](ids, reward_tokenizer.pad_token_id) == len(ids) - 1
+
+
+def test_build_reward_model_has_one_label_and_the_pad_token(nb, fixtures, reward_tokenizer):
+    with nb["quietly"]():
+        model = nb["build_reward_model"](str(fixtures.tiny), reward_tokenizer)
+    assert type(model).__name__ == "LlamaForSequenceClassification"
+    assert model.config.num_labels == 1
+    assert model.config.pad_token_id == reward_tokenizer.pad_token_id != reward_tokenizer.eos_token_id
+    assert next(model.parameters()).dtype == torch.float32
+
+
+def test_reward_depends_on_the_answer_and_matches_what_ppo_reads(nb, reward_model_dir, reward_tokenizer):
+    from transformers import AutoModelForSequenceClassification
+    from trl.experimental.utils import get_reward
+
+    model = AutoModelForSequenceClassification.from_pretrained(reward_model_dir).eval()
+    answers = ["I love them! ☔😊", "As an AI, I do not experience weather."]
+    scores = nb["score_conversations"](model, reward_tokenizer, [conversation(EXAMPLE["prompt"], a) for a in answers])
+    for reading in ("last_token", "end_of_turn"):
+        assert abs(float(scores[reading][0] - scores[reading][1])) > 1e-6, f"{reading}: same score for both answers"
+
+    # The official pooled output is the score of the last token of the conversation.
+    inputs = reward_tokenizer.apply_chat_template(
+        conversation(EXAMPLE["prompt"], answers[0]), tokenize=True, return_dict=True, return_tensors="pt"
+    )
+    with torch.no_grad():
+        assert torch.isclose(model(**inputs).logits[0, 0], torch.tensor(float(scores["last_token"][0])), atol=1e-5)
+
+    # TRL's PPO: left-padded prompt ids + answer ending with <|im_end|>, then pad tokens.
+    left_pad_tok = copy.deepcopy(reward_tokenizer)
+    left_pad_tok.padding_side = "left"
+    prompt_ids = nb["tokenize_prompt"]({"prompt": EXAMPLE["prompt"]}, left_pad_tok)["input_ids"]
+    pad_id = reward_tokenizer.pad_token_id
+    rows = []
+    for answer in answers:
+        answer_ids = reward_tokenizer(answer, add_special_tokens=False)["input_ids"] + [reward_tokenizer.eos_token_id]
+        rows.append([pad_id, pad_id] + prompt_ids + answer_ids)
+    width = max(map(len, rows)) + 3
+    query_responses = torch.tensor([row + [pad_id] * (width - len(row)) for row in rows])
+    with torch.no_grad():
+        _, ppo_scores, _ = get_reward(model, query_responses, pad_id, context_length=len(prompt_ids) + 2)
+    assert torch.allclose(ppo_scores, torch.tensor(scores["end_of_turn"]), atol=1e-4)
+
+
+def test_pairwise_accuracy_counts_chosen_above_rejected(nb, reward_model_dir, reward_tokenizer):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(reward_model_dir).eval()
+    pairs = Dataset.from_list([
+        nb["to_implicit_prompt_preferences"]({"prompt": f"Question {i}?", "chosen": f"Yes {i} 😊", "rejected": f"No {i}."})
+        for i in range(5)
+    ])
+    metrics = nb["pairwise_accuracy"](model, reward_tokenizer, pairs, batch_size=2)
+    chosen = nb["score_conversations"](model, reward_tokenizer, pairs["chosen"])["last_token"]
+    rejected = nb["score_conversations"](model, reward_tokenizer, pairs["rejected"])["last_token"]
+    assert metrics["accuracy"] == pytest.approx(float((chosen > rejected).mean()))
+    assert metrics["margin"] == pytest.approx(float((chosen - rejected).mean()), abs=1e-5)
+    swapped = pairs.rename_columns({"chosen": "rejected", "rejected": "chosen"})
+    assert nb["pairwise_accuracy"](model, reward_tokenizer, swapped)["accuracy"] == pytest.approx(1 - metrics["accuracy"])
+
+
+def test_reward_trainer_runs_with_the_notebook_config(nb, fixtures, reward_tokenizer, tmp_path):
+    config = nb["make_reward_config"](tmp_path)
+    assert (config.bf16, config.fp16) == (False, False)
+    assert not config.gradient_checkpointing
+    assert config.max_steps == nb["RM_MAX_STEPS"] == 2
+    pairs = Dataset.from_list([EXAMPLE] * 8).map(nb["to_implicit_prompt_preferences"], remove_columns=["prompt"])
+    with nb["quietly"]():
+        model = nb["build_reward_model"](str(fixtures.tiny), reward_tokenizer)
+        head = model.score.weight.detach().clone()
+        trainer = nb["RewardTrainer"](model=model, args=config, processing_class=reward_tokenizer, train_dataset=pairs)
+        trainer.train()
+    assert trainer.state.global_step == 2
+    assert not torch.equal(head, model.score.weight)
+
+
+# ---------------------------------------------------------------- PPO
+
+def test_tokenize_prompt_ends_with_the_generation_prompt(nb, tokenizer):
+    ids = nb["tokenize_prompt"]({"prompt": EXAMPLE["prompt"], "chosen": "x", "rejected": "y"}, tokenizer)["input_ids"]
+    assert isinstance(ids, list) and all(isinstance(i, int) for i in ids)
+    messages = [{"role": "user", "content": EXAMPLE["prompt"]}]
+    with_header = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    without_header = tokenizer.apply_chat_template(messages, tokenize=False)
+    header = with_header[len(without_header):]
+    assert header.strip(), "the template should add a generation prompt"
+    header_ids = tokenizer(header, add_special_tokens=False)["input_ids"]
+    assert ids[-len(header_ids):] == header_ids
+    assert tokenizer.decode(ids) == with_header
+
+
+def test_load_ppo_models_freezes_reward_and_reference(nb, fixtures, reward_model_dir, reward_tokenizer):
+    with nb["quietly"]():
+        value_model, reward_model, policy, ref_policy = nb["load_ppo_models"](
+            str(fixtures.tiny), reward_model_dir, reward_tokenizer
+        )
+    assert type(value_model).__name__ == type(reward_model).__name__ == "LlamaForSequenceClassification"
+    assert type(policy).__name__ == type(ref_policy).__name__ == "LlamaForCausalLM"
+    assert policy is not ref_policy and value_model is not reward_model
+    assert all(p.requires_grad for p in policy.parameters()) and all(p.requires_grad for p in value_model.parameters())
+    assert not any(p.requires_grad for p in reward_model.parameters()) and not reward_model.training
+    assert not any(p.requires_grad for p in ref_policy.parameters()) and not ref_policy.training
+    for model in (value_model, reward_model, policy, ref_policy):
+        assert next(model.parameters()).dtype == torch.float32
+
+
+def test_make_ppo_config_follows_the_constants(nb, tmp_path):
+    config = nb["make_ppo_config"](tmp_path)
+    assert type(config).__module__.startswith("trl.experimental.ppo")
+    assert (config.bf16, config.fp16) == (False, False)
+    assert config.stop_token == "eos" and config.save_strategy == "no"
+    assert not config.gradient_checkpointing
+    assert config.learning_rate == nb["PPO_LR"] and config.total_episodes == nb["PPO_TOTAL_EPISODES"]
+    assert config.per_device_train_batch_size == nb["PPO_BATCH_SIZE"]
+    assert config.response_length == nb["PPO_RESPONSE_LENGTH"]
+
+
+def test_a_few_ppo_steps_change_the_policy_but_not_the_reference(nb, fixtures, reward_model_dir, tmp_path):
+    tokenizer = nb["set_chat_safe_pad_token"](nb["load_tokenizer"](str(fixtures.tiny), padding_side="left"))
+    torch.manual_seed(0)
+    with nb["quietly"]():
+        value_model, reward_model, policy, ref_policy = nb["load_ppo_models"](str(fixtures.tiny), reward_model_dir, tokenizer)
+    snapshots = {name: params(m) for name, m in
+                 (("value", value_model), ("reward", reward_model), ("policy", policy), ("ref", ref_policy))}
+    prompts = Dataset.from_list([{"prompt": f"Tell me about hobby number {i}."} for i in range(8)])
+    prompts = prompts.map(nb["tokenize_prompt"], fn_kwargs={"tokenizer": tokenizer}, remove_columns=["prompt"])
+    with nb["quietly"](), pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.stdout", __import__("io").StringIO())  # TRL prints a banner
+        trainer = nb["build_ppo_trainer"](
+            nb["make_ppo_config"](tmp_path), tokenizer, value_model, reward_model, policy, ref_policy,
+            prompts, prompts.select(range(2)),
+        )
+        trainer.train()
+    assert trainer.state.global_step == nb["PPO_TOTAL_EPISODES"] // nb["PPO_BATCH_SIZE"] == 2
+    assert not same(snapshots["policy"], policy), "PPO did not update the policy"
+    assert not same(snapshots["value"], value_model), "PPO did not update the value model"
+    assert same(snapshots["ref"], ref_policy), "the reference policy must stay frozen"
+    assert same(snapshots["reward"], reward_model), "the reward model must stay frozen"
+    assert all("objective/scores" in entry for entry in trainer.state.log_history[:2])
+
+
+# ---------------------------------------------------------------- analysis
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_sequence_log_probs_equal_a_per_token_loop(nb, fixtures, padding_side):
+    tokenizer = nb["load_tokenizer"](str(fixtures.tiny), padding_side=padding_side)
+    model = AutoModelForCausalLM.from_pretrained(fixtures.tiny, dtype=torch.float32).eval()
+    texts = ["A hash table maps keys to values.", "Hi there", "Tin is a chemical element with the symbol Sn. 🙂 It is soft."]
+    result = nb["sequence_log_probs"](model, tokenizer, texts, batch_size=2, max_length=64)
+    for i, text in enumerate(texts):
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            log_probs = torch.log_softmax(model(input_ids=ids).logits[0], dim=-1)
+        expected = sum(float(log_probs[t - 1, ids[0, t]]) for t in range(1, ids.shape[1]))
+        assert result["total"][i] == pytest.approx(expected, abs=1e-4)
+        assert result["num_tokens"][i] == ids.shape[1] - 1
+        assert result["mean"][i] == pytest.approx(expected / (ids.shape[1] - 1), abs=1e-5)
+
+
+def test_sequence_log_probs_truncates_and_handles_one_token_texts(nb, fixtures):
+    tokenizer = nb["load_tokenizer"](str(fixtures.tiny))
+    model = AutoModelForCausalLM.from_pretrained(fixtures.tiny, dtype=torch.float32).eval()
+    result = nb["sequence_log_probs"](model, tokenizer, ["word " * 50, "Hi"], max_length=10)
+    assert result["num_tokens"].tolist() == [9, 0]
+    assert result["total"][1] == result["mean"][1] == 0.0, "a one-token text has nothing to score"
+
+
+def test_unseen_texts_load_from_the_fixture(nb, fixtures):
+    texts = nb["load_unseen_texts"](str(fixtures.unseen), 5)
+    assert len(texts) == 5 and all(isinstance(t, str) and t for t in texts)
+    assert texts == nb["load_unseen_texts"](str(fixtures.unseen), 5), "the selection is seeded"
+
+
+# ---------------------------------------------------------------- model cards
+
+def test_model_card_parses_back_with_metadata(nb, tmp_path):
+    card = nb["build_model_card"](
+        title="SmolLM aligned with PPO",
+        description="A homework model.",
+        base_model="HuggingFaceTB/SmolLM-135M-Instruct",
+        dataset_id="HumanLLMs/Human-Like-DPO-Dataset",
+        hyperparameters={"learning_rate": 1e-5, "batch_size": 16, "max_steps": None},
+        metrics={"accuracy": 0.9375, "updates": 12},
+        samples=[{"prompt": "What's your morning routine like?", "before": "I am an AI.", "after": "Coffee! ☕\nThen a walk."}],
+        tags=["ppo"],
+    )
+    assert isinstance(card, ModelCard)
+    card.save(tmp_path / "README.md")
+    loaded = ModelCard.load(tmp_path / "README.md")
+    data = loaded.data.to_dict()
+    assert data["base_model"] == "HuggingFaceTB/SmolLM-135M-Instruct"
+    assert data["datasets"] == ["HumanLLMs/Human-Like-DPO-Dataset"]
+    assert data["pipeline_tag"] == "text-generation"
+    assert data["library_name"] == "transformers" and data["license"] == "apache-2.0"
+    assert "ppo" in data["tags"]
+    for text in ("SmolLM aligned with PPO", "learning_rate", "0.9375", "What's your morning routine like?", "Coffee! ☕",
+                 "Then a walk."):
+        assert text in loaded.text
+
+
+def test_reward_model_card_uses_the_classification_pipeline(nb, tmp_path):
+    card = nb["build_model_card"](
+        title="RM", description="d", base_model="org/base", dataset_id="org/data", hyperparameters={},
+        metrics={"accuracy": 1.0}, samples=[{"prompt": "p", "chosen": "c", "chosen reward": "1.0"}],
+        pipeline_tag="text-classification", tags=["reward-model"],
+    )
+    card.save(tmp_path / "README.md")
+    assert ModelCard.load(tmp_path / "README.md").data.pipeline_tag == "text-classification"
