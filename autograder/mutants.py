@@ -489,3 +489,369 @@ def dpo_batch_loss(model, ref_model, batch, beta, max_seq_len=None):
 ''',
     },
 }
+
+
+# ==================================================================================================== Part 2
+# Realistic answers of Part 2 (reward model, PPO with TRL, log-prob analysis), in the same format as above.
+# They live in their own dictionaries so that the Part 1 catalogue and its tests stay as they are;
+# `tests/test_checks_part2.py` grades them.
+
+PART2_MUTANTS: dict[str, dict] = {
+    # ------------------------------------------------------------ to_implicit_prompt_preferences
+    "implicit_prompt_left_out": _mutant("to_implicit_prompt_preferences", "test_to_implicit_prompt_preferences", '''
+def to_implicit_prompt_preferences(example):
+    return {key: [{"role": "assistant", "content": example[key]}] for key in ("chosen", "rejected")}
+'''),
+    "implicit_roles_swapped": _mutant("to_implicit_prompt_preferences", "test_to_implicit_prompt_preferences", '''
+def to_implicit_prompt_preferences(example):
+    out = {}
+    for key in ("chosen", "rejected"):
+        out[key] = [{"role": "assistant", "content": example["prompt"]}, {"role": "user", "content": example[key]}]
+    return out
+'''),
+    "implicit_keeps_prompt_key": _mutant("to_implicit_prompt_preferences", "test_to_implicit_prompt_preferences", '''
+def to_implicit_prompt_preferences(example):
+    user = {"role": "user", "content": example["prompt"]}
+    return {
+        "prompt": example["prompt"],
+        "chosen": [user, {"role": "assistant", "content": example["chosen"]}],
+        "rejected": [user, {"role": "assistant", "content": example["rejected"]}],
+    }
+'''),
+    "implicit_strips_the_text": _mutant("to_implicit_prompt_preferences", "test_to_implicit_prompt_preferences", '''
+def to_implicit_prompt_preferences(example):
+    user = {"role": "user", "content": example["prompt"].strip()}
+    return {key: [user, {"role": "assistant", "content": example[key].strip()}] for key in ("chosen", "rejected")}
+'''),
+    # ------------------------------------------------------------ build_reward_model
+    "reward_two_labels": _mutant("build_reward_model", "test_reward_model", '''
+def build_reward_model(model_id, tokenizer):
+    model = AutoModelForSequenceClassification.from_pretrained(model_id, dtype=torch.float32)
+    cover_tokenizer(model, tokenizer)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+'''),
+    "reward_pad_id_not_set": _mutant("build_reward_model", "test_reward_model", '''
+def build_reward_model(model_id, tokenizer):
+    model = AutoModelForSequenceClassification.from_pretrained(model_id, num_labels=1, dtype=torch.float32)
+    return cover_tokenizer(model, tokenizer)
+'''),
+    "reward_pad_is_end_of_turn": _mutant("build_reward_model", "test_reward_model", '''
+def build_reward_model(model_id, tokenizer):
+    model = AutoModelForSequenceClassification.from_pretrained(model_id, num_labels=1, dtype=torch.float32)
+    cover_tokenizer(model, tokenizer)
+    model.config.pad_token_id = tokenizer.eos_token_id
+    return model
+'''),
+    "reward_checkpoint_dtype": _mutant("build_reward_model", "test_reward_model", '''
+def build_reward_model(model_id, tokenizer):
+    model = AutoModelForSequenceClassification.from_pretrained(model_id, num_labels=1)
+    cover_tokenizer(model, tokenizer)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+'''),
+    "reward_embeddings_not_resized": _mutant("build_reward_model", "test_reward_model", '''
+def build_reward_model(model_id, tokenizer):
+    model = AutoModelForSequenceClassification.from_pretrained(model_id, num_labels=1, dtype=torch.float32)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+'''),
+    # ------------------------------------------------------------ tokenize_prompt
+    "prompt_ids_as_batch_encoding": _mutant("tokenize_prompt", "test_ppo", '''
+def tokenize_prompt(example, tokenizer):
+    messages = [{"role": "user", "content": example["prompt"]}]
+    return {"input_ids": tokenizer.apply_chat_template(messages, add_generation_prompt=True)}
+'''),
+    "prompt_ids_as_tensor": _mutant("tokenize_prompt", "test_ppo", '''
+def tokenize_prompt(example, tokenizer):
+    messages = [{"role": "user", "content": example["prompt"]}]
+    encoding = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    return {"input_ids": encoding["input_ids"]}
+'''),
+    "prompt_without_generation_prompt": _mutant("tokenize_prompt", "test_ppo", '''
+def tokenize_prompt(example, tokenizer):
+    messages = [{"role": "user", "content": example["prompt"]}]
+    return {"input_ids": tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]}
+'''),
+    # ------------------------------------------------------------ load_ppo_models
+    "ppo_reference_is_the_policy": _mutant("load_ppo_models", "test_ppo", '''
+def load_ppo_models(policy_id, reward_model_path, tokenizer):
+    value_model = AutoModelForSequenceClassification.from_pretrained(reward_model_path, num_labels=1, dtype=torch.float32)
+    reward_model = AutoModelForSequenceClassification.from_pretrained(reward_model_path, num_labels=1, dtype=torch.float32)
+    reward_model.eval().requires_grad_(False)
+    policy = AutoModelForCausalLM.from_pretrained(policy_id, dtype=torch.float32)
+    ref_policy = policy
+    for model in (value_model, reward_model, policy):
+        cover_tokenizer(model, tokenizer)
+    return value_model, reward_model, policy, ref_policy
+'''),
+    "ppo_value_model_from_the_policy": _mutant("load_ppo_models", "test_ppo", '''
+def load_ppo_models(policy_id, reward_model_path, tokenizer):
+    value_model = AutoModelForSequenceClassification.from_pretrained(policy_id, num_labels=1, dtype=torch.float32)
+    reward_model = AutoModelForSequenceClassification.from_pretrained(reward_model_path, num_labels=1, dtype=torch.float32)
+    policy = AutoModelForCausalLM.from_pretrained(policy_id, dtype=torch.float32)
+    ref_policy = AutoModelForCausalLM.from_pretrained(policy_id, dtype=torch.float32)
+    for model in (reward_model, ref_policy):
+        model.eval().requires_grad_(False)
+    for model in (value_model, reward_model, policy, ref_policy):
+        cover_tokenizer(model, tokenizer)
+    return value_model, reward_model, policy, ref_policy
+'''),
+    "ppo_nothing_frozen": _mutant("load_ppo_models", "test_ppo", '''
+def load_ppo_models(policy_id, reward_model_path, tokenizer):
+    value_model = AutoModelForSequenceClassification.from_pretrained(reward_model_path, num_labels=1, dtype=torch.float32)
+    reward_model = AutoModelForSequenceClassification.from_pretrained(reward_model_path, num_labels=1, dtype=torch.float32)
+    policy = AutoModelForCausalLM.from_pretrained(policy_id, dtype=torch.float32)
+    ref_policy = AutoModelForCausalLM.from_pretrained(policy_id, dtype=torch.float32)
+    for model in (value_model, reward_model, policy, ref_policy):
+        cover_tokenizer(model, tokenizer)
+    return value_model, reward_model, policy, ref_policy
+'''),
+    "ppo_models_in_checkpoint_dtype": _mutant("load_ppo_models", "test_ppo", '''
+def load_ppo_models(policy_id, reward_model_path, tokenizer):
+    value_model = AutoModelForSequenceClassification.from_pretrained(reward_model_path, num_labels=1)
+    reward_model = AutoModelForSequenceClassification.from_pretrained(reward_model_path, num_labels=1)
+    policy = AutoModelForCausalLM.from_pretrained(policy_id)
+    ref_policy = AutoModelForCausalLM.from_pretrained(policy_id)
+    for model in (reward_model, ref_policy):
+        model.eval().requires_grad_(False)
+    for model in (value_model, reward_model, policy, ref_policy):
+        cover_tokenizer(model, tokenizer)
+    return value_model, reward_model, policy, ref_policy
+'''),
+    # ------------------------------------------------------------ make_ppo_config
+    "ppo_config_bf16_forced": _mutant("make_ppo_config", "test_ppo", '''
+def make_ppo_config(output_dir):
+    return PPOConfig(
+        output_dir=str(output_dir), learning_rate=PPO_LR, per_device_train_batch_size=PPO_BATCH_SIZE,
+        num_ppo_epochs=PPO_EPOCHS, total_episodes=PPO_TOTAL_EPISODES, response_length=PPO_RESPONSE_LENGTH,
+        stop_token="eos", kl_coef=PPO_KL_COEF, missing_eos_penalty=PPO_MISSING_EOS_PENALTY,
+        num_sample_generations=PPO_SAMPLE_GENERATIONS, save_strategy="no", report_to="none", bf16=True,
+    )
+'''),
+    "ppo_config_values_copied": _mutant("make_ppo_config", "test_ppo", '''
+def make_ppo_config(output_dir):
+    return PPOConfig(
+        output_dir=str(output_dir), learning_rate=1e-5, per_device_train_batch_size=16, num_ppo_epochs=4,
+        total_episodes=8000, response_length=96, stop_token="eos", kl_coef=0.05, missing_eos_penalty=1.0,
+        save_strategy="no", report_to="none", **trainer_precision(),
+    )
+'''),
+    "ppo_config_without_stop_token": _mutant("make_ppo_config", "test_ppo", '''
+def make_ppo_config(output_dir):
+    return PPOConfig(
+        output_dir=str(output_dir), learning_rate=PPO_LR, per_device_train_batch_size=PPO_BATCH_SIZE,
+        num_ppo_epochs=PPO_EPOCHS, total_episodes=PPO_TOTAL_EPISODES, response_length=PPO_RESPONSE_LENGTH,
+        kl_coef=PPO_KL_COEF, missing_eos_penalty=PPO_MISSING_EOS_PENALTY,
+        num_sample_generations=PPO_SAMPLE_GENERATIONS, save_strategy="no", report_to="none", **trainer_precision(),
+    )
+'''),
+    "ppo_config_precision_off_everywhere": _mutant("make_ppo_config", "test_ppo", '''
+def make_ppo_config(output_dir):
+    return PPOConfig(
+        output_dir=str(output_dir), learning_rate=PPO_LR, per_device_train_batch_size=PPO_BATCH_SIZE,
+        num_ppo_epochs=PPO_EPOCHS, total_episodes=PPO_TOTAL_EPISODES, response_length=PPO_RESPONSE_LENGTH,
+        stop_token="eos", kl_coef=PPO_KL_COEF, missing_eos_penalty=PPO_MISSING_EOS_PENALTY,
+        num_sample_generations=PPO_SAMPLE_GENERATIONS, save_strategy="no", report_to="none", bf16=False, fp16=False,
+    )
+'''),
+    # ------------------------------------------------------------ build_ppo_trainer
+    "ppo_trainer_policy_and_reference_swapped": _mutant("build_ppo_trainer", "test_ppo", '''
+def build_ppo_trainer(args, tokenizer, value_model, reward_model, policy, ref_policy, train_dataset, eval_dataset):
+    return PPOTrainer(args=args, processing_class=tokenizer, model=ref_policy, ref_model=policy,
+                      reward_model=reward_model, value_model=value_model, train_dataset=train_dataset,
+                      eval_dataset=eval_dataset)
+'''),
+    "ppo_trainer_reward_and_value_swapped": _mutant("build_ppo_trainer", "test_ppo", '''
+def build_ppo_trainer(args, tokenizer, value_model, reward_model, policy, ref_policy, train_dataset, eval_dataset):
+    return PPOTrainer(args=args, processing_class=tokenizer, model=policy, ref_model=ref_policy,
+                      reward_model=value_model, value_model=reward_model, train_dataset=train_dataset,
+                      eval_dataset=eval_dataset)
+'''),
+    "ppo_trainer_arguments_in_our_order": _mutant("build_ppo_trainer", "test_ppo", '''
+def build_ppo_trainer(args, tokenizer, value_model, reward_model, policy, ref_policy, train_dataset, eval_dataset):
+    return PPOTrainer(args, tokenizer, value_model, reward_model, policy, ref_policy, train_dataset, eval_dataset)
+'''),
+    "ppo_trainer_evaluates_on_training_prompts": _mutant("build_ppo_trainer", "test_ppo", '''
+def build_ppo_trainer(args, tokenizer, value_model, reward_model, policy, ref_policy, train_dataset, eval_dataset):
+    return PPOTrainer(args=args, processing_class=tokenizer, model=policy, ref_model=ref_policy,
+                      reward_model=reward_model, value_model=value_model, train_dataset=train_dataset,
+                      eval_dataset=train_dataset)
+'''),
+    # ------------------------------------------------------------ sequence_log_probs
+    "logprob_mean_not_normalised": _mutant("sequence_log_probs", "test_logprob_analysis", '''
+@torch.no_grad()
+def sequence_log_probs(model, tokenizer, texts, batch_size=8, max_length=128):
+    totals, counts = [], []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[start: start + batch_size], return_tensors="pt", padding=True, padding_side="right",
+                          truncation=True, max_length=max_length, add_special_tokens=False).to(model.device)
+        logits = model(**batch).logits.float()
+        totals.append(get_log_prob(logits, batch["input_ids"], batch["attention_mask"]).cpu())
+        counts.append(batch["attention_mask"][:, 1:].sum(-1).cpu())
+    total = torch.cat(totals).double().numpy()
+    return {"total": total, "mean": total, "num_tokens": torch.cat(counts).double().numpy()}
+'''),
+    "logprob_counts_the_first_token": _mutant("sequence_log_probs", "test_logprob_analysis", '''
+@torch.no_grad()
+def sequence_log_probs(model, tokenizer, texts, batch_size=8, max_length=128):
+    totals, counts = [], []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[start: start + batch_size], return_tensors="pt", padding=True, padding_side="right",
+                          truncation=True, max_length=max_length, add_special_tokens=False).to(model.device)
+        logits = model(**batch).logits.float()
+        totals.append(get_log_prob(logits, batch["input_ids"], batch["attention_mask"]).cpu())
+        counts.append(batch["attention_mask"].sum(-1).cpu())
+    total, num_tokens = torch.cat(totals).double().numpy(), torch.cat(counts).double().numpy()
+    return {"total": total, "mean": total / num_tokens, "num_tokens": num_tokens}
+'''),
+    "logprob_padding_scored": _mutant("sequence_log_probs", "test_logprob_analysis", '''
+@torch.no_grad()
+def sequence_log_probs(model, tokenizer, texts, batch_size=8, max_length=128):
+    totals, counts = [], []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[start: start + batch_size], return_tensors="pt", padding=True, padding_side="right",
+                          truncation=True, max_length=max_length, add_special_tokens=False).to(model.device)
+        logits = model(**batch).logits.float()
+        totals.append(get_log_prob(logits, batch["input_ids"], torch.ones_like(batch["input_ids"])).cpu())
+        counts.append(batch["attention_mask"][:, 1:].sum(-1).cpu())
+    total, num_tokens = torch.cat(totals).double().numpy(), torch.cat(counts).double().numpy()
+    return {"total": total, "mean": total / np.maximum(num_tokens, 1), "num_tokens": num_tokens}
+'''),
+    "logprob_no_truncation": _mutant("sequence_log_probs", "test_logprob_analysis", '''
+@torch.no_grad()
+def sequence_log_probs(model, tokenizer, texts, batch_size=8, max_length=128):
+    totals, counts = [], []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[start: start + batch_size], return_tensors="pt", padding=True, padding_side="right",
+                          add_special_tokens=False).to(model.device)
+        logits = model(**batch).logits.float()
+        totals.append(get_log_prob(logits, batch["input_ids"], batch["attention_mask"]).cpu())
+        counts.append(batch["attention_mask"][:, 1:].sum(-1).cpu())
+    total, num_tokens = torch.cat(totals).double().numpy(), torch.cat(counts).double().numpy()
+    return {"total": total, "mean": total / np.maximum(num_tokens, 1), "num_tokens": num_tokens}
+'''),
+    "logprob_sorted_by_length": _mutant("sequence_log_probs", "test_logprob_analysis", '''
+@torch.no_grad()
+def sequence_log_probs(model, tokenizer, texts, batch_size=8, max_length=128):
+    texts = sorted(texts, key=len)  # similar lengths in a batch waste less padding
+    totals, counts = [], []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[start: start + batch_size], return_tensors="pt", padding=True, padding_side="right",
+                          truncation=True, max_length=max_length, add_special_tokens=False).to(model.device)
+        logits = model(**batch).logits.float()
+        totals.append(get_log_prob(logits, batch["input_ids"], batch["attention_mask"]).cpu())
+        counts.append(batch["attention_mask"][:, 1:].sum(-1).cpu())
+    total, num_tokens = torch.cat(totals).double().numpy(), torch.cat(counts).double().numpy()
+    return {"total": total, "mean": total / np.maximum(num_tokens, 1), "num_tokens": num_tokens}
+'''),
+}
+
+
+PART2_VARIANTS: dict[str, dict[str, str]] = {
+    # Messages built with dict(...) in a loop; the reward model cast with .float() after loading, the embeddings
+    # grown by hand and the pad id looked up from the pad token's string.
+    "messages_loop_and_float_cast": {
+        "to_implicit_prompt_preferences": '''
+def to_implicit_prompt_preferences(example):
+    pair = {}
+    for answer in ["chosen", "rejected"]:
+        pair[answer] = [dict(role="user", content=example["prompt"]), dict(role="assistant", content=example[answer])]
+    return pair
+''',
+        "build_reward_model": '''
+def build_reward_model(model_id, tokenizer):
+    model = AutoModelForSequenceClassification.from_pretrained(model_id, num_labels=1).float()
+    if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.convert_tokens_to_ids(tokenizer.pad_token)
+    return model
+''',
+    },
+    # The prompt rendered to text and tokenized by the tokenizer; copies of loaded models for the frozen ones; the
+    # precision flags spelled out; the trainer built with keywords in another order.
+    "rendered_text_and_deepcopies": {
+        "tokenize_prompt": '''
+def tokenize_prompt(example, tokenizer):
+    text = tokenizer.apply_chat_template([{"role": "user", "content": example["prompt"]}], tokenize=False,
+                                         add_generation_prompt=True)
+    return {"input_ids": tokenizer(text, add_special_tokens=False)["input_ids"]}
+''',
+        "load_ppo_models": '''
+def load_ppo_models(policy_id, reward_model_path, tokenizer):
+    import copy
+    value_model = cover_tokenizer(AutoModelForSequenceClassification.from_pretrained(reward_model_path, dtype=torch.float32), tokenizer)
+    reward_model = copy.deepcopy(value_model).eval().requires_grad_(False)
+    policy = cover_tokenizer(AutoModelForCausalLM.from_pretrained(policy_id, dtype=torch.float32), tokenizer)
+    ref_policy = copy.deepcopy(policy).eval().requires_grad_(False)
+    return value_model, reward_model, policy, ref_policy
+''',
+        "make_ppo_config": '''
+def make_ppo_config(output_dir):
+    settings = dict(learning_rate=PPO_LR, per_device_train_batch_size=PPO_BATCH_SIZE, num_ppo_epochs=PPO_EPOCHS,
+                    total_episodes=PPO_TOTAL_EPISODES, response_length=PPO_RESPONSE_LENGTH, kl_coef=PPO_KL_COEF,
+                    missing_eos_penalty=PPO_MISSING_EOS_PENALTY)
+    return PPOConfig(output_dir=output_dir, stop_token="eos", save_strategy="no", report_to="none",
+                     bf16=DEVICE == "cuda" and AMP_DTYPE == torch.bfloat16,
+                     fp16=DEVICE == "cuda" and AMP_DTYPE == torch.float16, **settings)
+''',
+        "build_ppo_trainer": '''
+def build_ppo_trainer(args, tokenizer, value_model, reward_model, policy, ref_policy, train_dataset, eval_dataset):
+    return PPOTrainer(value_model=value_model, reward_model=reward_model, ref_model=ref_policy, model=policy,
+                      processing_class=tokenizer, args=args, eval_dataset=eval_dataset, train_dataset=train_dataset)
+''',
+    },
+    # return_dict=False for a plain list; TRL's own copy of the policy as the reference (ref_model=None); the
+    # log-probs of one unpadded text at a time, as Python lists.
+    "plain_lists_and_one_text_at_a_time": {
+        "tokenize_prompt": '''
+def tokenize_prompt(example, tokenizer):
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": example["prompt"]}], add_generation_prompt=True,
+                                        return_dict=False)
+    return {"input_ids": [int(i) for i in ids]}
+''',
+        "build_ppo_trainer": '''
+def build_ppo_trainer(args, tokenizer, value_model, reward_model, policy, ref_policy, train_dataset, eval_dataset):
+    return PPOTrainer(args=args, processing_class=tokenizer, model=policy, ref_model=None, reward_model=reward_model,
+                      value_model=value_model, train_dataset=train_dataset, eval_dataset=eval_dataset)
+''',
+        "sequence_log_probs": '''
+def sequence_log_probs(model, tokenizer, texts, batch_size=8, max_length=128):
+    totals, counts = [], []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"][:max_length]
+        if len(ids) < 2:
+            totals.append(0.0)
+            counts.append(0)
+            continue
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids], device=model.device)).logits[0]
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        totals.append(sum(log_probs[t - 1, ids[t]].item() for t in range(1, len(ids))))
+        counts.append(len(ids) - 1)
+    return {"total": totals, "mean": [t / c if c else 0.0 for t, c in zip(totals, counts)], "num_tokens": counts}
+''',
+    },
+    # Batches padded by hand with pad_sequence, an own gather instead of get_log_prob, torch tensors out, and
+    # torch.inference_mode() as the decorator.
+    "pad_sequence_and_own_gather": {
+        "sequence_log_probs": '''
+@torch.inference_mode()
+def sequence_log_probs(model, tokenizer, texts, batch_size=8, max_length=128):
+    from torch.nn.utils.rnn import pad_sequence
+    encoded = [torch.tensor(tokenizer.encode(t, add_special_tokens=False)[:max_length]) for t in texts]
+    total, count = [], []
+    for i in range(0, len(encoded), batch_size):
+        chunk = encoded[i:i + batch_size]
+        ids = pad_sequence(chunk, batch_first=True, padding_value=tokenizer.pad_token_id).to(model.device)
+        mask = pad_sequence([torch.ones_like(c) for c in chunk], batch_first=True).to(model.device)
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+        token_log_probs = logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+        scored = mask[:, 1:]
+        total.append((token_log_probs * scored).sum(-1).cpu())
+        count.append(scored.sum(-1).cpu())
+    total, count = torch.cat(total), torch.cat(count)
+    return {"total": total, "mean": total / count.clamp(min=1), "num_tokens": count}
+''',
+    },
+}

@@ -6,6 +6,7 @@ way; the grader does the same with a student's answer cells.
 """
 import os
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -76,6 +77,10 @@ def grading_env(output_dir: Path) -> dict[str, str]:
     return {**offline_env(fixtures, output_dir, "fast"), "HW2_FIXTURES_DIR": str(fixtures.root)}
 
 
+# Headless runs have no widget front end: make `tqdm.auto` draw text bars (on stderr) instead of widgets.
+TEXT_PROGRESS_BARS = "import tqdm.auto, tqdm.std\ntqdm.auto.tqdm = tqdm.std.tqdm\n"
+
+
 def execute_notebook(
     path: Path, output_path: Path, env: dict[str, str], timeout: int = 1800, progress: bool = True
 ) -> nbformat.NotebookNode:
@@ -107,8 +112,12 @@ def execute_notebook(
         resources={"metadata": {"path": str(output_path.parent)}}, on_cell_start=on_cell_start,
     )
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        client.execute(env={**os.environ, **env})
-    finally:
-        nbformat.write(notebook, output_path)
+    with tempfile.TemporaryDirectory() as ipython_dir:
+        startup = Path(ipython_dir) / "profile_default" / "startup"
+        startup.mkdir(parents=True)
+        (startup / "00-text-progress-bars.py").write_text(TEXT_PROGRESS_BARS)
+        try:
+            client.execute(env={**os.environ, **env, "IPYTHONDIR": ipython_dir})
+        finally:
+            nbformat.write(notebook, output_path)
     return notebook

@@ -123,11 +123,21 @@ def test_pad_token_falls_back_to_a_new_token_and_models_are_resized(nb, tokenize
     assert model.get_input_embeddings().num_embeddings >= len(tok)
 
 
+def test_conversation_ids_end_with_the_final_end_of_turn_token(nb, reward_tokenizer):
+    messages = conversation("Hi?", "Hello!")
+    full = reward_tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+    ids = nb["conversation_ids"](messages, reward_tokenizer)
+    assert ids[-1] == reward_tokenizer.eos_token_id and full[: len(ids)] == ids
+    assert reward_tokenizer.decode(full[len(ids):]).strip() == "", "only the template's trailing whitespace is cut"
+    pair = nb["tokenize_reward_pair"](nb["to_implicit_prompt_preferences"](EXAMPLE), reward_tokenizer)
+    assert set(pair) == {"chosen_ids", "rejected_ids"} and pair["chosen_ids"][-1] == reward_tokenizer.eos_token_id
+
+
 def test_pooling_rules_land_where_the_notebook_says(nb, reward_tokenizer):
-    ids = reward_tokenizer.apply_chat_template(conversation("Hi?", "Hello!"), tokenize=True, return_dict=True)["input_ids"]
+    ids = nb["conversation_ids"](conversation("Hi?", "Hello!"), reward_tokenizer)
     eos = reward_tokenizer.eos_token_id
-    first_eos = ids.index(eos)
-    assert nb["pooled_token_index"](ids, eos, "before first pad") == first_eos - 1  # inside the prompt
+    assert nb["pooled_token_index"](ids, eos, "before first pad") == ids.index(eos) - 1  # inside the prompt
+    assert nb["pooled_token_index"](ids, eos) == len(ids) - 2  # skips the final <|im_end|>
     assert nb["pooled_token_index"](ids, reward_tokenizer.pad_token_id) == len(ids) - 1
 
 
@@ -140,27 +150,17 @@ def test_build_reward_model_has_one_label_and_the_pad_token(nb, fixtures, reward
     assert next(model.parameters()).dtype == torch.float32
 
 
-def test_reward_depends_on_the_answer_and_matches_what_ppo_reads(nb, reward_model_dir, reward_tokenizer):
+def test_reward_depends_on_the_answer_and_equals_what_ppo_reads(nb, reward_model_dir, reward_tokenizer):
     from transformers import AutoModelForSequenceClassification
     from trl.experimental.utils import get_reward
 
     model = AutoModelForSequenceClassification.from_pretrained(reward_model_dir).eval()
     answers = ["I love them! ☔😊", "As an AI, I do not experience weather."]
-    scores = nb["score_conversations"](model, reward_tokenizer, [conversation(EXAMPLE["prompt"], a) for a in answers])
-    for reading in ("last_token", "end_of_turn"):
-        assert abs(float(scores[reading][0] - scores[reading][1])) > 1e-6, f"{reading}: same score for both answers"
-
-    # The official pooled output is the score of the last token of the conversation.
-    inputs = reward_tokenizer.apply_chat_template(
-        conversation(EXAMPLE["prompt"], answers[0]), tokenize=True, return_dict=True, return_tensors="pt"
-    )
-    with torch.no_grad():
-        assert torch.isclose(model(**inputs).logits[0, 0], torch.tensor(float(scores["last_token"][0])), atol=1e-5)
+    scores = nb["reward_scores"](model, reward_tokenizer, [conversation(EXAMPLE["prompt"], a) for a in answers])
+    assert abs(float(scores[0] - scores[1])) > 1e-6, "two answers to the same prompt got the same reward"
 
     # TRL's PPO: left-padded prompt ids + answer ending with <|im_end|>, then pad tokens.
-    left_pad_tok = copy.deepcopy(reward_tokenizer)
-    left_pad_tok.padding_side = "left"
-    prompt_ids = nb["tokenize_prompt"]({"prompt": EXAMPLE["prompt"]}, left_pad_tok)["input_ids"]
+    prompt_ids = nb["tokenize_prompt"]({"prompt": EXAMPLE["prompt"]}, reward_tokenizer)["input_ids"]
     pad_id = reward_tokenizer.pad_token_id
     rows = []
     for answer in answers:
@@ -170,7 +170,7 @@ def test_reward_depends_on_the_answer_and_matches_what_ppo_reads(nb, reward_mode
     query_responses = torch.tensor([row + [pad_id] * (width - len(row)) for row in rows])
     with torch.no_grad():
         _, ppo_scores, _ = get_reward(model, query_responses, pad_id, context_length=len(prompt_ids) + 2)
-    assert torch.allclose(ppo_scores, torch.tensor(scores["end_of_turn"]), atol=1e-4)
+    assert torch.allclose(ppo_scores, torch.tensor(scores), atol=1e-4)
 
 
 def test_pairwise_accuracy_counts_chosen_above_rejected(nb, reward_model_dir, reward_tokenizer):
@@ -182,8 +182,8 @@ def test_pairwise_accuracy_counts_chosen_above_rejected(nb, reward_model_dir, re
         for i in range(5)
     ])
     metrics = nb["pairwise_accuracy"](model, reward_tokenizer, pairs, batch_size=2)
-    chosen = nb["score_conversations"](model, reward_tokenizer, pairs["chosen"])["last_token"]
-    rejected = nb["score_conversations"](model, reward_tokenizer, pairs["rejected"])["last_token"]
+    chosen = nb["reward_scores"](model, reward_tokenizer, pairs["chosen"])
+    rejected = nb["reward_scores"](model, reward_tokenizer, pairs["rejected"])
     assert metrics["accuracy"] == pytest.approx(float((chosen > rejected).mean()))
     assert metrics["margin"] == pytest.approx(float((chosen - rejected).mean()), abs=1e-5)
     swapped = pairs.rename_columns({"chosen": "rejected", "rejected": "chosen"})
@@ -196,6 +196,7 @@ def test_reward_trainer_runs_with_the_notebook_config(nb, fixtures, reward_token
     assert not config.gradient_checkpointing
     assert config.max_steps == nb["RM_MAX_STEPS"] == 2
     pairs = Dataset.from_list([EXAMPLE] * 8).map(nb["to_implicit_prompt_preferences"], remove_columns=["prompt"])
+    pairs = pairs.map(nb["tokenize_reward_pair"], fn_kwargs={"tokenizer": reward_tokenizer})
     with nb["quietly"]():
         model = nb["build_reward_model"](str(fixtures.tiny), reward_tokenizer)
         head = model.score.weight.detach().clone()

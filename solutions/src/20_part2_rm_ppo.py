@@ -64,8 +64,8 @@ def trainer_precision() -> dict[str, bool]:
 def checkpointing_off() -> dict[str, bool]:
     """Switch activation (gradient) checkpointing off: TRL turns it on by default, and for a 135M model it only
     costs time. transformers 5 renamed the flag; the old name still works but warns."""
-    name = "activation_checkpointing" if "activation_checkpointing" in RewardConfig.__dataclass_fields__ else "gradient_checkpointing"
-    return {name: False}
+    renamed = "activation_checkpointing" in RewardConfig.__dataclass_fields__
+    return {"activation_checkpointing" if renamed else "gradient_checkpointing": False}
 
 
 REWARD_MODEL_DIR = OUTPUT_DIR / "reward-model"
@@ -101,18 +101,19 @@ TRAINER_RUNS_DIR = OUTPUT_DIR / "trainer-runs"  # scratch space the TRL trainers
 # ```python
 # {
 #     "chosen": [
-#         {"role": "user", "content": "What color is the sky?"},
-#         {"role": "assistant", "content": "It is blue."},
+#         {"role": "user", "content": "Can penguins fly?"},
+#         {"role": "assistant", "content": "No, but they are superb swimmers!"},
 #     ],
 #     "rejected": [
-#         {"role": "user", "content": "What color is the sky?"},
-#         {"role": "assistant", "content": "It is green."},
+#         {"role": "user", "content": "Can penguins fly?"},
+#         {"role": "assistant", "content": "Yes, they fly south every winter."},
 #     ],
 # }
 # ```
 #
-# The trainer renders each conversation with the tokenizer's chat template, so the reward model sees exactly
-# the text format the chat model produces.
+# Each conversation is rendered with the tokenizer's chat template (normally by the trainer; here we do it
+# ourselves, for a reason explained below), so the reward model sees exactly the text format that the chat
+# model produces.
 
 # %% tags=["library"] kind="solution" id="to_implicit_prompt_preferences"
 def to_implicit_prompt_preferences(example: dict[str, str]) -> dict[str, list[dict[str, str]]]:
@@ -161,26 +162,36 @@ rm_train_dataset[0]
 #
 # A sequence classifier computes a hidden state for every token but returns the score of **one** of them,
 # the last real token of each sequence. The model finds that token with the pad token: in transformers 5 it
-# is the rightmost token that is *not* `config.pad_token_id`; older versions took the token before the
-# *first* pad token.
+# is the rightmost token that is *not* `config.pad_token_id`; older versions took the token just before the
+# *first* pad token. TRL's PPO reads the reward of a generated answer in its own way: it cuts the answer
+# after the end-of-turn token, fills the rest with pad tokens, hides *every* pad token from attention and
+# takes the score of the token before the first pad token of the answer, i.e. of the `<|im_end|>` that
+# closes the answer.
 #
-# That is why the choice of pad token matters here. Like many chat models, SmolLM uses its end-of-turn
-# token `<|im_end|>` as the pad token, and `<|im_end|>` also closes every turn of a chat. With the old rule
-# the score would be read at the end of the system prompt or of the user's message, so every answer to the
-# same question would get the same reward. TRL's PPO code has the same weakness in another form: it treats
-# *every* pad token as padding, hides it from attention, and reads the reward just before the first one it
-# finds in the answer. The cell below shows where each rule lands for a short conversation.
+# That is why the choice of pad token matters. Like many chat models, SmolLM pads with its end-of-turn
+# token `<|im_end|>`, which also closes every turn of a chat:
+#
+# - with the old rule the reward would be read at the end of the system prompt (or of the user's message
+#   for templates without one), so every answer to the same question would get the same reward;
+# - with the current rule it skips the final `<|im_end|>` and lands on the last word of the answer;
+# - in PPO the `<|im_end|>` tokens of the prompt would be hidden from attention.
 #
 # The fix is to pad with a token that never appears in chat text. SmolLM's `<|endoftext|>` (its unknown
 # token) is such a token, and it already has an embedding. The original notebook added a brand-new `[PAD]`
-# token instead; that token has id 49,152 while the embedding matrix has rows 0 to 49,151 only. TRL happens
-# to survive it, because it replaces pad ids by 0 before every forward pass, but any other code that pads a
+# token instead; its id is 49,152 while the embedding matrix has rows 0 to 49,151 only. TRL happens to
+# survive that, because it replaces pad ids by 0 before every forward pass, but any other code that pads a
 # batch with this tokenizer would index past the end of the embedding. If you do add a token, call
 # `model.resize_token_embeddings(len(tokenizer))` on every model that will see it.
 #
-# `set_chat_safe_pad_token` below picks such a token: the current pad token if it never occurs in a rendered
-# conversation, else the unknown token, else a new `[PAD]` (then the models must be resized, which
-# `cover_tokenizer` does).
+# One more detail: the chat template writes a newline after each `<|im_end|>`. A reward model trained on
+# the full template would learn to score that newline, while PPO reads the `<|im_end|>` before it. So we
+# tokenize the training conversations ourselves and cut each one right after its final `<|im_end|>`: the
+# reward model then learns to score exactly the token PPO will read. `RewardTrainer` accepts such
+# pre-tokenized data (`chosen_ids` / `rejected_ids` columns) and skips its own tokenization.
+#
+# The helpers below implement all this. `set_chat_safe_pad_token` picks the pad token: the current one if it
+# never occurs in a rendered conversation, else the unknown token, else a new `[PAD]` (then every model must
+# be resized, which `cover_tokenizer` does).
 
 # %% tags=["library"] kind="readonly" id="pad_token_helpers"
 def set_chat_safe_pad_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
@@ -202,38 +213,48 @@ def cover_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) 
     return model
 
 
+def conversation_ids(messages: list[dict[str, str]], tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Token ids of a chat conversation, ending with the end-of-turn token that closes its last message."""
+    ids = list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+    ends = [i for i, token in enumerate(ids) if token == tokenizer.eos_token_id]
+    return ids[: ends[-1] + 1] if ends else ids
+
+
+def tokenize_reward_pair(example: dict[str, list], tokenizer: PreTrainedTokenizerBase) -> dict[str, list[int]]:
+    """The pre-tokenized form of an implicit-prompt preference pair that RewardTrainer accepts."""
+    return {f"{answer}_ids": conversation_ids(example[answer], tokenizer) for answer in ("chosen", "rejected")}
+
+
 def pooled_token_index(input_ids: list[int], pad_token_id: int, rule: str = "rightmost non-pad") -> int:
     """Index of the token whose hidden state a sequence classifier scores, under the current or the old rule."""
     if rule == "rightmost non-pad":  # transformers >= 4.48
         return max(i for i, token in enumerate(input_ids) if token != pad_token_id)
-    if rule == "before first pad":  # older transformers, and TRL's get_reward within the answer
+    if rule == "before first pad":  # older transformers; TRL's PPO applies it to the answer part
         return input_ids.index(pad_token_id) - 1 if pad_token_id in input_ids else len(input_ids) - 1
     raise ValueError(f"unknown rule {rule!r}")
 
 # %%
 reward_tokenizer = set_chat_safe_pad_token(load_tokenizer(MODEL_ID))
-_conversation = [{"role": "user", "content": "Do you like cats?"}, {"role": "assistant", "content": "I adore them! 🐱"}]
-_ids = reward_tokenizer.apply_chat_template(_conversation, tokenize=True, return_dict=True)["input_ids"]
-_end_of_turn = reward_tokenizer.eos_token_id
-print(f"pad token: {reward_tokenizer.pad_token!r} (id {reward_tokenizer.pad_token_id}); the end of turn is "
+print(f"pad token: {reward_tokenizer.pad_token!r} (id {reward_tokenizer.pad_token_id}); end of turn: "
       f"{reward_tokenizer.eos_token!r} (id {reward_tokenizer.eos_token_id})")
-for _pad_id, _rule in ((_end_of_turn, "before first pad"), (_end_of_turn, "rightmost non-pad"),
+_ids = conversation_ids(
+    [{"role": "user", "content": "Do you like cats?"}, {"role": "assistant", "content": "I adore them! 🐱"}],
+    reward_tokenizer,
+)
+for _pad_id, _rule in ((reward_tokenizer.eos_token_id, "before first pad"),
+                       (reward_tokenizer.eos_token_id, "rightmost non-pad"),
                        (reward_tokenizer.pad_token_id, "rightmost non-pad")):
     _i = pooled_token_index(_ids, _pad_id, _rule)
-    _context = reward_tokenizer.decode(_ids[max(0, _i - 6): _i + 1])
-    print(f"pad={reward_tokenizer.convert_ids_to_tokens(_pad_id)!r:<16} rule={_rule!r:<20} -> token {_i:>2} "
-          f"of {len(_ids)}: ...{_context!r}")
+    print(f"pad={reward_tokenizer.convert_ids_to_tokens(_pad_id)!r:<16} rule={_rule!r:<20} -> token {_i:>2} of "
+          f"{len(_ids)}: ...{reward_tokenizer.decode(_ids[max(0, _i - 5): _i + 1])!r}")
 
 # %% [markdown]
-# With `<|im_end|>` as padding, "before first pad" stops at the system prompt. The current rule happens to
-# work for SmolLM because its template writes a newline after the last `<|im_end|>`, but it would skip every
-# trailing `<|im_end|>` of a template without that newline. With `<|endoftext|>` both rules agree on the
-# last token of the conversation, whatever the template.
+# Only the last line scores the whole answer up to and including its `<|im_end|>`.
 #
 # Now write `build_reward_model`: load `AutoModelForSequenceClassification` with **one** output (the reward),
 # in float32 (mixed precision is the trainer's job), make sure it has embeddings for every token of the
-# tokenizer, and store the tokenizer's pad token id in the model config.
-# Loading prints a report saying that `score.weight` was newly initialised: that is the new reward head.
+# tokenizer, and store the tokenizer's pad token id in the model config. Loading prints a report saying that
+# `score.weight` was newly initialised: that is the new reward head.
 
 # %% tags=["library"] kind="solution" id="build_reward_model"
 def build_reward_model(model_id: str, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
@@ -258,6 +279,11 @@ def build_reward_model(model_id: str, tokenizer: PreTrainedTokenizerBase) -> Pre
 # The training configuration is given. One epoch is plenty (the preferences of this dataset are easy to
 # tell apart); the `demo` and `fast` profiles stop after a few steps. Gradient checkpointing, which TRL turns
 # on by default, is off: the model is small, and checkpointing only slows training down.
+#
+# By default the whole network is fine-tuned, as `RewardTrainer` does. With `RM_FREEZE_BACKBONE = True` only
+# the new `score` layer learns: a linear probe on the features of the instruct model. That is several times
+# cheaper (no backward pass through the network) and is what the `demo` profile does on a CPU; it needs a
+# much larger learning rate.
 
 # %% tags=["library"] kind="readonly" id="reward_model_hparams"
 RM_LR = 5e-5
@@ -265,12 +291,14 @@ RM_BATCH_SIZE = 16
 RM_EPOCHS = 1
 RM_MAX_STEPS = None  # None: RM_EPOCHS full epochs
 RM_MAX_LENGTH = 1024  # pairs with a longer conversation are left out
+RM_FREEZE_BACKBONE = False  # True: train only the `score` head
 if PROFILE == "demo":
-    RM_BATCH_SIZE, RM_MAX_STEPS, RM_MAX_LENGTH = 8, 8, 256
+    RM_LR, RM_BATCH_SIZE, RM_MAX_STEPS, RM_MAX_LENGTH, RM_FREEZE_BACKBONE = 1e-3, 8, 10, 256, True
 elif PROFILE == "fast":
     RM_BATCH_SIZE, RM_MAX_STEPS, RM_MAX_LENGTH = 4, 2, 128
 RM_HPARAMS = dict(
     learning_rate=RM_LR, batch_size=RM_BATCH_SIZE, epochs=RM_EPOCHS, max_steps=RM_MAX_STEPS, max_length=RM_MAX_LENGTH,
+    trained_layers="score head only" if RM_FREEZE_BACKBONE else "all",
 )
 
 
@@ -294,48 +322,30 @@ def make_reward_config(output_dir: Path) -> RewardConfig:
 
 
 @torch.no_grad()
-def score_conversations(
+def reward_scores(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, conversations: list[list[dict]], batch_size: int = 16
-) -> dict[str, np.ndarray]:
-    """Rewards of chat conversations, read where the RewardTrainer reads them and where PPO will.
-
-    Returns {"last_token": ..., "end_of_turn": ...}: the model's own output (the score of the last token of the
-    formatted conversation), and the score of the final `<|im_end|>` that closes the answer, which is where
-    TRL's PPO reads the reward of a generated answer. One forward pass gives both.
-    """
+) -> np.ndarray:
+    """The reward of each chat conversation, read at the end-of-turn token that closes it (as in PPO)."""
     was_training = model.training
     model.eval()
-    last_token, end_of_turn = [], []
+    scores = []
     for start in range(0, len(conversations), batch_size):
-        rows = [
-            tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
-            for messages in conversations[start: start + batch_size]
-        ]
-        input_ids = torch.nn.utils.rnn.pad_sequence(
-            [torch.tensor(row) for row in rows], batch_first=True, padding_value=tokenizer.pad_token_id
-        ).to(model.device)
-        attention_mask = (input_ids != tokenizer.pad_token_id).long()
-        output = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-        token_scores = model.score(output.hidden_states[-1]).squeeze(-1)
-        eos_positions = [max(i for i, token in enumerate(row) if token == tokenizer.eos_token_id) for row in rows]
-        last_token.append(output.logits[:, 0].float().cpu())
-        end_of_turn.append(token_scores[torch.arange(len(rows)), torch.tensor(eos_positions)].float().cpu())
+        rows = [torch.tensor(conversation_ids(messages, tokenizer)) for messages in conversations[start: start + batch_size]]
+        input_ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=tokenizer.pad_token_id)
+        input_ids = input_ids.to(model.device)
+        scores.append(model(input_ids=input_ids, attention_mask=(input_ids != tokenizer.pad_token_id).long()).logits[:, 0])
     model.train(was_training)
-    return {"last_token": torch.cat(last_token).numpy(), "end_of_turn": torch.cat(end_of_turn).numpy()}
+    return torch.cat(scores).float().cpu().numpy()
 
 
 def pairwise_accuracy(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: Dataset, batch_size: int = 16
 ) -> dict[str, float]:
     """How often the reward model scores `chosen` above `rejected` (ties count as wrong), and the mean margin."""
-    chosen = score_conversations(model, tokenizer, pairs["chosen"], batch_size)
-    rejected = score_conversations(model, tokenizer, pairs["rejected"], batch_size)
-    metrics = {}
-    for reading, suffix in (("last_token", ""), ("end_of_turn", "_at_end_of_turn")):
-        margins = chosen[reading] - rejected[reading]
-        metrics[f"accuracy{suffix}"] = float(np.mean(margins > 0))
-        metrics[f"margin{suffix}"] = float(np.mean(margins))
-    return metrics
+    margins = reward_scores(model, tokenizer, pairs["chosen"], batch_size) - reward_scores(
+        model, tokenizer, pairs["rejected"], batch_size
+    )
+    return {"accuracy": float(np.mean(margins > 0)), "margin": float(np.mean(margins))}
 
 # %% [markdown]
 # Build the reward model and train it:
@@ -343,30 +353,31 @@ def pairwise_accuracy(
 # %%
 set_seed(42)
 reward_model = build_reward_model(MODEL_ID, reward_tokenizer)
+if RM_FREEZE_BACKBONE:
+    reward_model.requires_grad_(False)
+    reward_model.score.requires_grad_(True)
 reward_trainer = RewardTrainer(
     model=reward_model,
     args=make_reward_config(TRAINER_RUNS_DIR / "reward-model"),
     processing_class=reward_tokenizer,
-    train_dataset=rm_train_dataset,
+    train_dataset=rm_train_dataset.map(tokenize_reward_pair, fn_kwargs={"tokenizer": reward_tokenizer}),
 )
 reward_trainer.train()
 
 # %% [markdown]
-# Held-out pairwise accuracy is the fraction of held-out pairs whose chosen answer gets the higher reward.
-# We read the reward both ways (see `score_conversations`): both positions come after the whole answer, so a
-# reward model trained on one should rank pairs almost as well at the other. PPO relies on that.
+# Held-out pairwise accuracy is the fraction of held-out pairs whose chosen answer gets the higher reward:
 
 # %%
 RM_METRICS = pairwise_accuracy(reward_model, reward_tokenizer, rm_eval_dataset)
 METRICS["reward_model"] = RM_METRICS
-print(f"held-out pairwise accuracy: {RM_METRICS['accuracy']:.3f} (margin {RM_METRICS['margin']:.2f}); "
-      f"read at the final <|im_end|> as PPO does: {RM_METRICS['accuracy_at_end_of_turn']:.3f}")
+print(f"held-out pairwise accuracy: {RM_METRICS['accuracy']:.3f}, mean margin {RM_METRICS['margin']:.2f}")
 
 _steps = [entry for entry in reward_trainer.state.log_history if "accuracy" in entry]
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
 axes[0].plot([entry["step"] for entry in _steps], [entry["loss"] for entry in _steps], marker=".")
 axes[0].set_title("reward model training loss")
-axes[1].plot([entry["step"] for entry in _steps], [entry["accuracy"] for entry in _steps], marker=".", label="training batches")
+axes[1].plot([entry["step"] for entry in _steps], [entry["accuracy"] for entry in _steps], marker=".",
+             label="training batches")
 axes[1].axhline(RM_METRICS["accuracy"], color="tab:green", linestyle="--", label="held-out")
 axes[1].set_ylim(-0.02, 1.02)
 axes[1].set_title("reward model pairwise accuracy")
@@ -383,7 +394,7 @@ plt.show()
 
 # %%
 _pair = rm_eval_dataset[0]
-_scores = score_conversations(reward_model, reward_tokenizer, [_pair["chosen"], _pair["rejected"]])["last_token"]
+_scores = reward_scores(reward_model, reward_tokenizer, [_pair["chosen"], _pair["rejected"]])
 RM_SAMPLE = {
     "prompt": _pair["chosen"][0]["content"],
     "chosen": _pair["chosen"][-1]["content"], "chosen reward": f"{_scores[0]:.3f}",
@@ -406,11 +417,11 @@ assert _rm.config.pad_token_id == reward_tokenizer.pad_token_id, (
 assert next(_rm.parameters()).dtype == torch.float32, "load the reward model in float32"
 del _rm
 _question = {"role": "user", "content": "What do you think about rainy days?"}
-_scores = score_conversations(reward_model, reward_tokenizer, [
+_scores = reward_scores(reward_model, reward_tokenizer, [
     [_question, {"role": "assistant", "content": "I love them! ☔ Cozy blankets and tea 😊"}],
     [_question, {"role": "assistant", "content": "As an AI, I do not experience weather."}],
 ])
-assert abs(float(_scores["last_token"][0] - _scores["last_token"][1])) > 1e-6, (
+assert abs(float(_scores[0] - _scores[1])) > 1e-6, (
     "two different answers to the same question got the same reward: the score is read from the prompt, not "
     "the answer. Check the pad token and config.pad_token_id"
 )
@@ -518,18 +529,21 @@ def tokenize_prompt(example: dict[str, str], tokenizer: PreTrainedTokenizerBase)
 # - `missing_eos_penalty`: subtracted from the reward of an answer that did not finish within
 #   `response_length` tokens, which discourages rambling;
 # - `kl_coef`: the weight of the KL penalty.
+#
+# (In TRL 1.12 `PPOTrainer` builds its own `Accelerator` and computes in float32 whatever `bf16`/`fp16` say,
+# but the flags are still validated, so they must be possible on your device.)
 
 # %% tags=["library"] kind="readonly" id="ppo_hparams"
-PPO_LR = 1e-5
+PPO_LR = 5e-6
 PPO_BATCH_SIZE = 16  # episodes (prompts) per PPO update
 PPO_EPOCHS = 4  # num_ppo_epochs
-PPO_TOTAL_EPISODES = 8_000
+PPO_TOTAL_EPISODES = 4_000
 PPO_RESPONSE_LENGTH = 96
 PPO_KL_COEF = 0.05
 PPO_MISSING_EOS_PENALTY = 1.0
-PPO_SAMPLE_GENERATIONS = 10  # how often TRL prints a table of sample answers during training
+PPO_SAMPLE_GENERATIONS = 10  # how many times TRL prints a table of sample answers during training
 if PROFILE == "demo":
-    PPO_LR, PPO_BATCH_SIZE, PPO_EPOCHS, PPO_TOTAL_EPISODES, PPO_RESPONSE_LENGTH = 3e-5, 8, 2, 80, 48
+    PPO_LR, PPO_BATCH_SIZE, PPO_EPOCHS, PPO_TOTAL_EPISODES, PPO_RESPONSE_LENGTH = 2e-5, 4, 1, 48, 32
     PPO_SAMPLE_GENERATIONS = 0
 elif PROFILE == "fast":
     PPO_LR, PPO_BATCH_SIZE, PPO_EPOCHS, PPO_TOTAL_EPISODES, PPO_RESPONSE_LENGTH = 1e-4, 2, 1, 4, 8
@@ -695,17 +709,16 @@ PPO_METRICS = {
 # ### Before and after
 #
 # You may see a much smaller change than after DPO: PPO needs many more samples, good hyper-parameters and
-# luck, and it is far less stable. The reward model scores both answers (read at the end-of-turn token, as
-# in training).
+# luck, and it is far less stable. The reward model scores both answers.
 
 # %%
 PPO_SAMPLES = []
 for prompt in SAMPLE_PROMPTS:
     after = generate_reply(policy, ppo_tokenizer, prompt, PPO_MAX_NEW_TOKENS)
     before = ppo_before[prompt]
-    rewards = score_conversations(reward_model, ppo_tokenizer, [
+    rewards = reward_scores(reward_model, ppo_tokenizer, [
         [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}] for answer in (before, after)
-    ])["end_of_turn"]
+    ])
     PPO_SAMPLES.append({"prompt": prompt, "before": before, "after": after,
                         "reward before": f"{rewards[0]:.3f}", "reward after": f"{rewards[1]:.3f}"})
     print(f"=== {prompt}\n--- before PPO (reward {rewards[0]:.2f}):\n{before}\n"

@@ -266,9 +266,11 @@ CARDS = {
     "reward-model": build_model_card(
         title=f"{MODEL_ID.rstrip('/').split('/')[-1]} reward model",
         description=f"{COURSE_NOTE} A sequence classifier with one output, trained with TRL's RewardTrainer "
-                    "(Bradley-Terry loss) on chosen/rejected pairs. Higher means more preferred. Its pad "
-                    f"token is `{reward_tokenizer.pad_token}`, which never occurs in chat text, so the score is "
-                    "read at the last token of the conversation.",
+                    "(Bradley-Terry loss) on chosen/rejected pairs. Higher means more preferred. Score a "
+                    "conversation formatted with the chat template and cut right after its final "
+                    f"`{reward_tokenizer.eos_token}` (drop the template's trailing newline): that is the token the "
+                    f"model was trained to score, and where PPO reads it. The pad token is "
+                    f"`{reward_tokenizer.pad_token}`, which never occurs in chat text.",
         base_model=MODEL_ID, dataset_id=DATASET_ID, hyperparameters=RM_HPARAMS, metrics=RM_METRICS,
         samples=[RM_SAMPLE], pipeline_tag="text-classification", tags=["reward-model", "trl"],
     ),
@@ -342,9 +344,9 @@ check_tokenizer = AutoTokenizer.from_pretrained(checkpoint("reward-model"))
 check_reward_model = AutoModelForSequenceClassification.from_pretrained(
     checkpoint("reward-model"), dtype=torch.float32
 ).to(DEVICE).eval()
-review_rewards = score_conversations(check_reward_model, check_tokenizer, [
+review_rewards = reward_scores(check_reward_model, check_tokenizer, [
     [{"role": "user", "content": REVIEW_PROMPT}, {"role": "assistant", "content": answer}]
     for answer in review_answers.values()
-])["last_token"]
+])
 for (name, answer), reward in zip(review_answers.items(), review_rewards):
     print(f"=== {name.upper()} (reward {reward:.2f}) from {checkpoint(name)}\n{answer}\n")

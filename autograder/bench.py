@@ -1,0 +1,501 @@
+"""`python -m autograder bench {dpo,logprob,grade}`: measure the kit's hot paths.
+
+- `bench dpo [--device cpu|cuda] [--steps N] [--json]`: the solution notebook's DPO loop (its library cells,
+  loaded with `autograder.notebook.load_namespace`, not a copy) against TRL's `DPOTrainer`, on the same model,
+  pairs, batch size, sequence length, precision, learning rate and number of optimizer steps, one after the
+  other in this process. Our time includes computing the reference log-probs of the pairs; TRL's runs its
+  reference model inside every step (its default). Prints one JSON line.
+- `bench logprob [--device cpu|cuda]`: extra peak memory of the notebook's `get_log_prob` against a naive
+  `log_softmax` + `gather`, forward and forward + backward, each measured in a fresh subprocess.
+- `bench grade [--students N]`: grades N copies of the solution with `--jobs 1` and `--jobs 2` and reports
+  the seconds per submission and the class throughput.
+
+Timings depend on the machine and on its load: compare the numbers of one run, and read `load_avg` in the
+output (the 1-minute load average of the machine, before and after).
+"""
+import argparse
+import ctypes
+import gc
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from autograder.paths import REPO_ROOT
+
+REAL_DATASET_PAIRS = 10_884  # HumanLLMs/Human-Like-DPO-Dataset, train split
+
+
+# ---------------------------------------------------------------- memory and machine
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process now."""
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def release_freed_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the system, so RSS measures live memory."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class PeakRSS:
+    """Samples this process's RSS every `interval` seconds in a thread and keeps the maximum."""
+
+    def __init__(self, interval: float = 0.005):
+        self.interval, self.peak = interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_bytes())
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self.peak = rss_bytes()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes())
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+@contextmanager
+def peak_memory(device: str):
+    """Peak memory of a block in GB (in `result["peak_mem_gb"]`): RSS on CPU, max_memory_allocated on CUDA."""
+    import torch
+
+    result = {}
+    release_freed_memory()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    with PeakRSS() as rss:
+        yield result
+    result["peak_mem_gb"] = (torch.cuda.max_memory_allocated() if device == "cuda" else rss.peak) / 2**30
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    import torch
+
+    info = {
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    try:
+        info["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def emit(result: dict, as_json: bool, lines: list[str]) -> None:
+    if not as_json:
+        print("\n".join(lines))
+    print(json.dumps(result))
+
+
+# ---------------------------------------------------------------- bench dpo
+
+
+def notebook_namespace(model: Path, output_dir: Path) -> tuple[dict, dict]:
+    """The solution notebook's library cells, configured for `model` and the offline fixtures, and the env used."""
+    from autograder.fixtures import build_fixtures
+    from autograder.notebook import load_namespace, offline_env
+    from autograder.release import SOURCE_NOTEBOOK
+
+    fixtures = build_fixtures()
+    env = {**offline_env(fixtures, output_dir, "demo"), "HW2_MODEL_ID": str(model)}
+    return load_namespace(SOURCE_NOTEBOOK, env), env
+
+
+def real_tokens(dataset, max_seq_len: int | None) -> int:
+    """Non-padding tokens of the two sequences (prompt + answer, cut at max_seq_len) of every pair."""
+    total = 0
+    for prompt, chosen, rejected in zip(dataset["prompt_input_ids"], dataset["chosen_input_ids"], dataset["rejected_input_ids"]):
+        for answer in (chosen, rejected):
+            length = len(prompt) + len(answer)
+            total += length if max_seq_len is None else min(length, max_seq_len)
+    return total
+
+
+def run_ours(ns: dict, dataset, tokenizer, model_path: Path, steps: int, device: str) -> dict:
+    """The notebook's path: precompute the reference log-probs with the untrained model, then `train_dpo`.
+
+    The clock covers the precomputation and the training; the memory peak also covers loading the model.
+    """
+    ns["set_seed"](0)
+    with peak_memory(device) as result:
+        model = ns["load_causal_lm"](str(model_path), trainable=True)
+        synchronize(device)
+        start = time.perf_counter()
+        data = ns["precompute_reference_logps"](model, dataset, tokenizer, ns["MICRO_BATCH_SIZE"], ns["MAX_SEQ_LEN"])
+        history = ns["train_dpo"](model, data, tokenizer, steps)
+        synchronize(device)
+        result["seconds"] = time.perf_counter() - start
+        del model, data
+    losses = history["loss"]
+    return {**result, "final_loss": losses[-1], "mean_loss": sum(losses) / len(losses), "first_loss": losses[0]}
+
+
+def run_trl(ns: dict, pairs, tokenizer, model_path: Path, steps: int, device: str, output_dir: Path) -> dict:
+    """TRL's DPOTrainer with the notebook's hyper-parameters (no checkpointing, no LR schedule, no clipping).
+
+    The clock covers `trainer.train()` (TRL tokenizes the text in its constructor, which is not timed); the
+    memory peak covers loading both models, the constructor and the training.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig, DPOTrainer
+
+    amp = ns["AMP_DTYPE"]
+    config = DPOConfig(
+        output_dir=str(output_dir), per_device_train_batch_size=ns["MICRO_BATCH_SIZE"],
+        gradient_accumulation_steps=ns["GRAD_ACCUM_STEPS"], max_steps=steps, learning_rate=ns["LR"],
+        lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=0.0, beta=ns["BETA"],
+        max_length=ns["MAX_SEQ_LEN"], gradient_checkpointing=False, bf16=amp == torch.bfloat16,
+        fp16=amp == torch.float16, use_cpu=device == "cpu", logging_steps=1, report_to="none", save_strategy="no",
+        disable_tqdm=True, seed=0, dataloader_num_workers=0,
+    )
+
+    def load():
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        ns["disable_dropout_in_model"](model)
+        return model
+
+    ns["set_seed"](0)
+    with peak_memory(device) as result:
+        policy, reference = load(), load().eval().requires_grad_(False)
+        trainer = DPOTrainer(model=policy, ref_model=reference, args=config, train_dataset=pairs,
+                             processing_class=tokenizer)
+        synchronize(device)
+        start = time.perf_counter()
+        trainer.train()
+        synchronize(device)
+        result["seconds"] = time.perf_counter() - start
+        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        tokens = int(trainer._total_train_tokens)
+        del trainer, policy, reference
+    return {**result, "final_loss": losses[-1], "mean_loss": sum(losses) / len(losses), "first_loss": losses[0],
+            "tokens": tokens}
+
+
+def conversational(example: dict) -> dict:
+    """A text preference pair as chat messages, the form TRL applies the chat template to."""
+    return {
+        "prompt": [{"role": "user", "content": example["prompt"]}],
+        "chosen": [{"role": "assistant", "content": example["chosen"]}],
+        "rejected": [{"role": "assistant", "content": example["rejected"]}],
+    }
+
+
+def bench_dpo(args: argparse.Namespace) -> int:
+    import torch
+    import transformers
+
+    from autograder.fixtures import build_fixtures
+    from autograder.notebook import environment
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but torch sees no CUDA device", file=sys.stderr)
+        return 2
+    if args.batch_size % args.grad_accum:
+        print("error: --batch-size must be a multiple of --grad-accum", file=sys.stderr)
+        return 2
+    transformers.logging.set_verbosity_error()
+    model_path = Path(args.model) if args.model else build_fixtures().smollm2
+    load_start = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="hw2-bench-") as tmp:
+        ns, env = notebook_namespace(model_path, Path(tmp) / "outputs")
+        with environment(env):
+            ns["DEVICE"] = args.device
+            if args.device == "cuda":
+                ns["AMP_DTYPE"] = {"auto": ns["pick_device"]()[1], "fp32": torch.float32, "bf16": torch.bfloat16,
+                                   "fp16": torch.float16}[args.precision]
+            else:  # CPUs compute in float32 in the notebook
+                ns["AMP_DTYPE"] = torch.float32
+            ns.update(MICRO_BATCH_SIZE=args.batch_size // args.grad_accum, GRAD_ACCUM_STEPS=args.grad_accum,
+                      MAX_SEQ_LEN=args.max_seq_len, ENABLE_WANDB=False)
+
+            tokenizer = ns["load_tokenizer"](str(model_path))
+            pairs_needed = args.steps * args.batch_size
+            all_pairs = ns["load_preferences"](ns["DATASET_ID"], "train")
+            if pairs_needed > len(all_pairs):
+                print(f"error: {args.steps} steps of {args.batch_size} pairs need {pairs_needed} pairs; the data has "
+                      f"{len(all_pairs)}", file=sys.stderr)
+                return 2
+            pairs = all_pairs.shuffle(seed=0).select(range(pairs_needed))
+            ours_data = ns["tokenized_preferences"](pairs, tokenizer)
+            trl_data = pairs.map(conversational, remove_columns=pairs.column_names)
+            tokens = real_tokens(ours_data, args.max_seq_len)
+
+            runs = {}
+            order = ("trl", "ours") if args.trl_first else ("ours", "trl")
+            for name in order:
+                print(f"running {name} ...", file=sys.stderr, flush=True)
+                if name == "ours":
+                    runs[name] = {**run_ours(ns, ours_data, tokenizer, model_path, args.steps, args.device),
+                                  "tokens": tokens}
+                else:
+                    runs[name] = run_trl(ns, trl_data, tokenizer, model_path, args.steps, args.device, Path(tmp) / "trl")
+    precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[ns["AMP_DTYPE"]]
+    ours, trl = runs["ours"], runs["trl"]
+    result = {
+        "bench": "dpo", "device": args.device, "precision": precision, "model": model_path.name,
+        "steps": args.steps, "batch_size": args.batch_size, "grad_accum": args.grad_accum,
+        "max_seq_len": args.max_seq_len, "pairs": pairs_needed,
+        "ours_tokens": ours["tokens"], "trl_tokens": trl["tokens"],
+        "ours_seconds": round(ours["seconds"], 2), "trl_seconds": round(trl["seconds"], 2),
+        "ours_tokens_per_s": round(ours["tokens"] / ours["seconds"], 1),
+        "trl_tokens_per_s": round(trl["tokens"] / trl["seconds"], 1),
+        "speedup": round((ours["tokens"] / ours["seconds"]) / (trl["tokens"] / trl["seconds"]), 3),
+        "ours_peak_mem_gb": round(ours["peak_mem_gb"], 3), "trl_peak_mem_gb": round(trl["peak_mem_gb"], 3),
+        "peak_mem_kind": "cuda max_memory_allocated" if args.device == "cuda" else "process RSS",
+        "ours_first_loss": round(ours["first_loss"], 5), "trl_first_loss": round(trl["first_loss"], 5),
+        "ours_final_loss": round(ours["final_loss"], 5), "trl_final_loss": round(trl["final_loss"], 5),
+        "ours_mean_loss": round(ours["mean_loss"], 5), "trl_mean_loss": round(trl["mean_loss"], 5),
+        # a full epoch of the real data set at this batch size and length, from the measured pairs per second
+        # (the fixture's answers are shorter than the real data's, so this is a lower bound)
+        "ours_epoch_estimate_s": round(REAL_DATASET_PAIRS * ours["seconds"] / pairs_needed, 1),
+        "trl_epoch_estimate_s": round(REAL_DATASET_PAIRS * trl["seconds"] / pairs_needed, 1),
+        "order": list(order), "load_avg": [round(load_start, 2), round(os.getloadavg()[0], 2)], **machine(),
+    }
+    lines = [
+        f"DPO, {args.steps} optimizer steps of {args.batch_size} pairs ({args.grad_accum} micro-batches), "
+        f"max length {args.max_seq_len}, {precision} on {args.device}, model {model_path.name}",
+        f"{'':8}{'tokens':>10}{'seconds':>10}{'tokens/s':>11}{'peak GB':>10}{'first loss':>12}{'final loss':>12}",
+    ]
+    for name, run in (("ours", ours), ("TRL", trl)):
+        lines.append(f"{name:8}{run['tokens']:>10}{run['seconds']:>10.1f}{run['tokens'] / run['seconds']:>11.1f}"
+                     f"{run['peak_mem_gb']:>10.2f}{run['first_loss']:>12.4f}{run['final_loss']:>12.4f}")
+    lines.append(f"speedup {result['speedup']:.2f}x; machine load {result['load_avg']}")
+    emit(result, args.json, lines)
+    return 0
+
+
+# ---------------------------------------------------------------- bench logprob
+
+LOGPROB_VARIANTS = ("naive", "notebook", "trl")
+
+
+def naive_log_prob(logits, labels, mask):
+    """The textbook version: a full log-softmax copy of the logits, then a gather."""
+    import torch
+
+    log_probs = logits[:, :-1].log_softmax(-1)
+    picked = torch.gather(log_probs, -1, labels[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return (picked * mask[:, 1:]).sum(-1)
+
+
+def trl_log_prob(logits, labels, mask):
+    from trl.trainer.utils import selective_log_softmax
+
+    return (selective_log_softmax(logits[:, :-1], labels[:, 1:]) * mask[:, 1:]).sum(-1)
+
+
+def logprob_child(variant: str, backward: bool, shape: tuple[int, int, int], device: str) -> dict:
+    """Extra peak memory of one log-prob function on random logits of `shape` (run in a fresh process)."""
+    import torch
+
+    if variant == "notebook":
+        namespace, _ = notebook_namespace(Path(tempfile.mkdtemp()) / "unused-model", Path(tempfile.mkdtemp()))
+        function = namespace["get_log_prob"]
+    else:
+        function = {"naive": naive_log_prob, "trl": trl_log_prob}[variant]
+    batch, seq_len, vocab = shape
+    generator = torch.Generator(device).manual_seed(0)
+    logits = torch.randn(shape, device=device, generator=generator).requires_grad_(backward)
+    labels = torch.randint(vocab, (batch, seq_len), device=device, generator=generator)
+    mask = torch.ones(batch, seq_len, device=device)
+    release_freed_memory()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    before_rss, before_max = rss_bytes(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with PeakRSS(interval=0.001) as sampler:
+        output = function(logits, labels, mask)
+        if backward:
+            output.sum().backward()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated() - before
+    else:
+        high_water = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = max(sampler.peak, high_water if high_water > before_max else 0) - before_rss
+    return {"extra_gb": peak / 2**30, "input_gb": logits.numel() * logits.element_size() / 2**30}
+
+
+def bench_logprob(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but torch sees no CUDA device", file=sys.stderr)
+        return 2
+    seq_len = args.seq_len or (1024 if args.device == "cuda" else 256)
+    shape = (args.batch_size, seq_len, args.vocab)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    load_start = os.getloadavg()[0]
+    extra, input_gb = {}, None
+    for variant in LOGPROB_VARIANTS:
+        for mode in ("forward", "train"):
+            code = (f"import json; from autograder.bench import logprob_child; "
+                    f"print(json.dumps(logprob_child({variant!r}, {mode == 'train'}, {shape!r}, {args.device!r})))")
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO_ROOT)
+            if done.returncode != 0:
+                print(done.stderr[-3000:], file=sys.stderr)
+                return 1
+            measured_child = json.loads(done.stdout.strip().splitlines()[-1])
+            extra[f"{variant}_{mode}_extra_gb"] = round(measured_child["extra_gb"], 3)
+            input_gb = round(measured_child["input_gb"], 3)
+    result = {
+        "bench": "logprob", "device": args.device, "shape": list(shape), "dtype": "fp32", "logits_gb": input_gb,
+        "peak_mem_kind": "cuda max_memory_allocated" if args.device == "cuda" else "process RSS (fresh subprocess)",
+        **extra,
+        "forward_ratio": round(extra["notebook_forward_extra_gb"] / extra["naive_forward_extra_gb"], 3),
+        "train_ratio": round(extra["notebook_train_extra_gb"] / extra["naive_train_extra_gb"], 3),
+        "load_avg": [round(load_start, 2), round(os.getloadavg()[0], 2)], **machine(),
+    }
+    lines = [f"log-probs of {shape[0]} x {shape[1]} positions x {shape[2]} vocabulary (fp32 logits: {input_gb} GB); "
+             "memory allocated on top of the logits, peak:",
+             f"{'':10}{'forward GB':>12}{'forward + backward GB':>24}"]
+    for variant in LOGPROB_VARIANTS:
+        lines.append(f"{variant:10}{extra[f'{variant}_forward_extra_gb']:>12.3f}{extra[f'{variant}_train_extra_gb']:>24.3f}")
+    lines.append(f"notebook / naive: forward {result['forward_ratio']:.3f}, forward + backward {result['train_ratio']:.3f}")
+    emit(result, args.json, lines)
+    return 0
+
+
+# ---------------------------------------------------------------- bench grade
+
+
+def write_solution_submissions(folder: Path, students: int) -> None:
+    """`students` copies of the solution, filled into the student release, in nbgrader's submitted layout."""
+    import nbformat
+
+    from autograder.release import ASSIGNMENT, NOTEBOOK_NAME, RELEASE_NOTEBOOK
+    from autograder.submission import fill_answers, solution_answers
+
+    notebook = fill_answers(RELEASE_NOTEBOOK, solution_answers())
+    for index in range(students):
+        path = folder / f"student{index + 1:02d}" / ASSIGNMENT / NOTEBOOK_NAME
+        path.parent.mkdir(parents=True)
+        nbformat.write(notebook, path)
+
+
+def bench_grade(args: argparse.Namespace) -> int:
+    from autograder.fixtures import build_fixtures
+
+    build_fixtures()
+    load_start = os.getloadavg()[0]
+    runs = {}
+    with tempfile.TemporaryDirectory(prefix="hw2-bench-grade-") as tmp:
+        submissions = Path(tmp) / "submitted"
+        write_solution_submissions(submissions, args.students)
+        for jobs in args.jobs:
+            out = Path(tmp) / f"graded-jobs{jobs}"
+            command = [sys.executable, "-m", "autograder", "grade", str(submissions), "--out", str(out),
+                       "--jobs", str(jobs), "--force"]
+            print(f"grading {args.students} submissions with --jobs {jobs} ...", file=sys.stderr, flush=True)
+            start = time.perf_counter()
+            done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+            wall = time.perf_counter() - start
+            if done.returncode != 0:
+                print(done.stdout[-2000:], done.stderr[-3000:], file=sys.stderr)
+                return 1
+            results = [json.loads(path.read_text()) for path in sorted(out.glob("student*.json"))]
+            seconds = [r["seconds"] for r in results]
+            runs[jobs] = {
+                "wall_s": round(wall, 1),
+                "seconds_per_submission": round(sum(seconds) / len(seconds), 1),
+                "submissions_per_hour": round(3600 * len(results) / wall, 1),
+                "all_full_marks": all(r["score"] == r["max_score"] for r in results),
+            }
+    result = {"bench": "grade", "students": args.students, **{f"jobs{j}": run for j, run in runs.items()},
+              "load_avg": [round(load_start, 2), round(os.getloadavg()[0], 2)], **machine()}
+    if len(runs) >= 2:
+        first, last = runs[args.jobs[0]], runs[args.jobs[-1]]
+        result["throughput_ratio"] = round(last["submissions_per_hour"] / first["submissions_per_hour"], 3)
+    lines = [f"grading {args.students} copies of the solution notebook",
+             f"{'jobs':>5}{'wall s':>9}{'s / submission':>16}{'submissions / hour':>20}{'full marks':>12}"]
+    for jobs, run in runs.items():
+        lines.append(f"{jobs:>5}{run['wall_s']:>9.1f}{run['seconds_per_submission']:>16.1f}"
+                     f"{run['submissions_per_hour']:>20.1f}{str(run['all_full_marks']):>12}")
+    emit(result, args.json, lines)
+    return 0
+
+
+# ---------------------------------------------------------------- command line
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("bench", help="benchmark the DPO loop against TRL, log-prob memory, grading")
+    benches = parser.add_subparsers(dest="bench", required=True)
+
+    dpo = benches.add_parser("dpo", help="the notebook's DPO loop against TRL's DPOTrainer")
+    dpo.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    dpo.add_argument("--steps", type=int, default=5, help="optimizer steps of each trainer")
+    dpo.add_argument("--batch-size", type=int, default=8, help="pairs per optimizer step")
+    dpo.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    dpo.add_argument("--max-seq-len", type=int, default=1024)
+    dpo.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                     help="CUDA only (auto: bf16 where supported, else fp16); CPUs use fp32 as the notebook does")
+    dpo.add_argument("--model", help="model folder (default: the SmolLM2-135M-Instruct fixture)")
+    dpo.add_argument("--trl-first", action="store_true", help="run TRL before our loop")
+    dpo.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    dpo.add_argument("--json", action="store_true", help="print only the JSON line")
+    dpo.set_defaults(func=with_threads(bench_dpo))
+
+    logprob = benches.add_parser("logprob", help="peak memory of get_log_prob against log_softmax + gather")
+    logprob.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    logprob.add_argument("--batch-size", type=int, default=16)
+    logprob.add_argument("--seq-len", type=int, help="positions per sequence (default: 256 on CPU, 1024 on CUDA)")
+    logprob.add_argument("--vocab", type=int, default=49_152)
+    logprob.add_argument("--json", action="store_true", help="print only the JSON line")
+    logprob.set_defaults(func=bench_logprob)
+
+    grade = benches.add_parser("grade", help="seconds per graded submission and class throughput by --jobs")
+    grade.add_argument("--students", type=int, default=4, help="copies of the solution to grade")
+    grade.add_argument("--jobs", type=int, nargs="+", default=[1, 2], help="values of `grade --jobs` to compare")
+    grade.add_argument("--json", action="store_true", help="print only the JSON line")
+    grade.set_defaults(func=bench_grade)
+
+
+def with_threads(function):
+    """Apply `--threads` before running `function`."""
+    def run(args: argparse.Namespace) -> int:
+        if getattr(args, "threads", None):
+            import torch
+
+            torch.set_num_threads(args.threads)
+        return function(args)
+    return run

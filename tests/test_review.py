@@ -1,0 +1,270 @@
+"""`python -m autograder review`: the reviewer's one command, offline, on checkpoints saved by the notebook.
+
+The review settings are tiny (a few pairs, prompts and new tokens) so that the file stays fast on the tiny model.
+"""
+import json
+import shutil
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from huggingface_hub import constants as hub_constants
+from huggingface_hub import errors as hub_errors
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from autograder import review as rv
+from autograder.__main__ import main
+from autograder.notebook import execute_notebook, offline_env
+from autograder.release import SOURCE_NOTEBOOK
+
+SMALL = dict(pairs=6, prompts=2, max_new_tokens=8, progress=False)
+EXPECTED_CHECKS = {
+    "dpo": ["architecture", "loads", "tokenizer", "differs from base", "generations", "style", "implicit reward",
+            "KL drift", "model card"],
+    "ppo": ["architecture", "loads", "tokenizer", "differs from base", "generations", "style", "KL drift",
+            "reward vs base", "model card"],
+    "reward-model": ["architecture", "loads", "tokenizer", "differs from base", "pairwise accuracy",
+                     "score depends on the answer", "model card"],
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def hub_offline():
+    """The Hub is unreachable here: offline mode makes a Hub id fail at once instead of after retries."""
+    patch = pytest.MonkeyPatch()
+    patch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    yield
+    patch.undo()
+
+
+@pytest.fixture(scope="module")
+def fast_run(fixtures, tmp_path_factory):
+    """The checkpoints the solution notebook saves in fast-dev-run mode (tiny model, a few steps)."""
+    out = tmp_path_factory.mktemp("fast-run")
+    execute_notebook(SOURCE_NOTEBOOK, out / "executed.ipynb", offline_env(fixtures, out, "fast"), timeout=600,
+                     progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def fast_review(fast_run, fixtures, tmp_path_factory):
+    out = tmp_path_factory.mktemp("review")
+    report = rv.review(fast_run, base=fixtures.tiny, dataset=fixtures.preferences, expect="smoke", out=out, **SMALL)
+    return report, out
+
+
+@pytest.fixture(scope="module")
+def broken(fast_run, fixtures, tmp_path_factory):
+    """A broken submission: the base model as "DPO" (card without metadata), a two-label reward model and a PPO
+    folder whose weights file is cut in half."""
+    root = tmp_path_factory.mktemp("broken")
+    untrained = root / "dpo"
+    shutil.copytree(fixtures.tiny, untrained)
+    (untrained / "README.md").write_text("# My DPO model\n\nTrained with DPO. Accuracy 0.9 on held-out pairs.\n")
+
+    two_labels = root / "reward-model"
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(fixtures.tiny, num_labels=2)
+    model.config.pad_token_id = 0
+    model.save_pretrained(two_labels)
+    AutoTokenizer.from_pretrained(fixtures.tiny).save_pretrained(two_labels)
+    shutil.copy(fast_run / "reward-model" / "README.md", two_labels / "README.md")
+
+    truncated = root / "ppo"
+    shutil.copytree(fast_run / "ppo", truncated)
+    weights = truncated / "model.safetensors"
+    with weights.open("r+b") as handle:
+        handle.truncate(weights.stat().st_size // 2)
+
+    report = rv.review(dpo=untrained, ppo=truncated, reward_model=two_labels, base=fixtures.tiny,
+                       dataset=fixtures.preferences, expect="smoke", **SMALL)
+    return report["checkpoints"], report
+
+
+def checks_of(checkpoint: dict) -> dict[str, dict]:
+    return {check["name"]: check for check in checkpoint["checks"]}
+
+
+# ---------------------------------------------------------------- the solution's checkpoints
+
+def test_fast_run_checkpoints_pass_every_check(fast_review):
+    report, _ = fast_review
+    for kind, names in EXPECTED_CHECKS.items():
+        checkpoint = report["checkpoints"][kind]
+        assert checkpoint["error"] is None, checkpoint["error"]
+        assert [check["name"] for check in checkpoint["checks"]] == names
+        not_passed = [(c["name"], c["status"], c["detail"]) for c in checkpoint["checks"] if c["status"] != "pass"]
+        assert not not_passed, f"{kind}: {not_passed}"
+    assert report["summary"]["fail"] == report["summary"]["warn"] == 0
+    assert report["suggested_bonus"] == 1, report["bonus_reason"]
+
+
+def test_fast_run_metrics_are_measured(fast_review):
+    report, _ = fast_review
+    dpo = checks_of(report["checkpoints"]["dpo"])
+    assert dpo["implicit reward"]["metrics"]["pairs"] == SMALL["pairs"]
+    assert dpo["implicit reward"]["metrics"]["beta"] == pytest.approx(0.1)  # read from the card's hyper-parameters
+    assert 0 < dpo["differs from base"]["metrics"]["max_abs_diff"]
+    assert dpo["KL drift"]["metrics"]["kl_per_sequence"] >= 0
+    rm = checks_of(report["checkpoints"]["reward-model"])
+    assert 0 <= rm["pairwise accuracy"]["metrics"]["accuracy"] <= 1
+    assert rm["score depends on the answer"]["metrics"]["mean_abs_answer_difference"] > 0
+    ppo = checks_of(report["checkpoints"]["ppo"])
+    assert {"ppo_mean", "base_mean", "win_rate"} <= set(ppo["reward vs base"]["metrics"])
+    for kind in ("dpo", "ppo"):
+        style = checks_of(report["checkpoints"][kind])["style"]["metrics"]
+        assert set(style["model"]) == {"emoji_rate", "as_an_ai_rate", "mean_words", "empty_rate"}
+        samples = report["checkpoints"][kind]["generations"]
+        assert [s["prompt"] for s in samples] == list(rv.REVIEW_PROMPTS[:SMALL["prompts"]])
+        assert all(set(s) == {"prompt", "base", kind} for s in samples)
+
+
+def test_report_files_are_written(fast_review):
+    report, out = fast_review
+    saved = json.loads((out / "review.json").read_text())
+    assert saved["checkpoints"].keys() == {"dpo", "ppo", "reward-model"}
+    assert saved["suggested_bonus"] == 1 and saved["bonus_reason"]
+    for checkpoint in saved["checkpoints"].values():
+        for check in checkpoint["checks"]:
+            assert set(check) == {"name", "status", "detail", "metrics"}
+            assert check["status"] in ("pass", "warn", "fail")
+    markdown = (out / "review.md").read_text()
+    assert markdown == rv.render_markdown(report)
+    assert "suggested bonus: **1**" in markdown
+    for title in ("## DPO:", "## PPO:", "## Reward model:"):
+        assert title in markdown
+    assert markdown.count("**pass** ·") == report["summary"]["pass"]
+
+
+# ---------------------------------------------------------------- broken submissions
+
+def test_base_model_submitted_as_dpo_is_flagged_untrained(broken):
+    checkpoints, _ = broken
+    dpo = checks_of(checkpoints["dpo"])
+    assert dpo["differs from base"]["status"] == "fail"
+    assert "identical to the base model" in dpo["differs from base"]["detail"]
+    assert dpo["implicit reward"]["status"] == "fail"
+    assert dpo["generations"]["status"] == "pass"  # it is still reviewed
+
+
+def test_two_label_reward_model_is_flagged(broken):
+    checkpoints, _ = broken
+    architecture = checks_of(checkpoints["reward-model"])["architecture"]
+    assert architecture["status"] == "fail"
+    assert "2 labels" in architecture["detail"] and "num_labels=1" in architecture["detail"]
+
+
+def test_truncated_weights_give_one_clear_line_and_the_others_are_reviewed(broken):
+    checkpoints, report = broken
+    ppo = checkpoints["ppo"]
+    assert "weights file is corrupted or truncated" in ppo["error"]
+    failed = [check for check in ppo["checks"] if check["status"] == "fail"]
+    assert [check["name"] for check in failed] == ["loads"] and failed[0]["detail"] == ppo["error"]
+    assert len(checkpoints["dpo"]["checks"]) == len(EXPECTED_CHECKS["dpo"])
+    assert "ppo: weights file is corrupted or truncated" in report["bonus_reason"]
+    assert "weights file is corrupted or truncated" in rv.render_markdown(report)
+
+
+def test_card_without_metadata_is_reported(broken):
+    checkpoints, report = broken
+    card = checks_of(checkpoints["dpo"])["model card"]
+    assert card["status"] == "warn"
+    assert "base_model in the metadata" in card["detail"] and "datasets in the metadata" in card["detail"]
+    assert card["metrics"]["present"] and not card["metrics"]["complete"]
+    assert report["suggested_bonus"] == 0
+
+
+def test_card_without_metadata_alone_costs_the_bonus(fast_run, fixtures):
+    reviewer = rv.Reviewer(rv.normalise(fixtures.tiny), str(fixtures.preferences), pairs=1, prompts=0,
+                           max_new_tokens=1, expect="smoke", progress=False)
+    bare = ModelCard("# DPO model\n\nFine-tuned with DPO.\n\n## Evaluation\n\n| accuracy | 0.9 |\n")
+
+    def bonus(dpo_card: ModelCard) -> tuple[int, str]:
+        reviews = {}
+        for kind in rv.KINDS:
+            reviews[kind] = rv.CheckpointReview(kind, str(fast_run / kind))
+            card = dpo_card if kind == "dpo" else ModelCard.load(fast_run / kind / "README.md")
+            reviewer.check_card(reviews[kind], card, None)
+        return rv.suggest_bonus(reviews)
+
+    assert bonus(ModelCard.load(fast_run / "dpo" / "README.md"))[0] == 1
+    points, reason = bonus(bare)
+    assert points == 0
+    assert "dpo card" in reason and "base_model" in reason and "ppo" not in reason
+
+
+# ---------------------------------------------------------------- the command line and Hub errors
+
+def test_missing_repositories_offline_give_one_line_each(fixtures, tmp_path, capsys):
+    missing_folder = tmp_path / "no-such-reward-model"
+    code = main(["review", "nobody-xyz/llm-course-hw2", "--reward-model", str(missing_folder), "--base",
+                 str(fixtures.tiny), "--dataset", str(fixtures.preferences), "--pairs", "2", "--prompts", "1",
+                 "--max-new-tokens", "4", "--out", str(tmp_path / "review"), "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    report = json.loads((tmp_path / "review" / "review.json").read_text())
+    for kind in ("dpo", "ppo"):
+        checkpoint = report["checkpoints"][kind]
+        assert checkpoint["source"] == f"nobody-xyz/llm-course-hw2-{kind}"
+        assert "not in the local cache and the Hub cannot be reached" in checkpoint["error"]
+    assert report["checkpoints"]["reward-model"]["error"] == f"no such folder {str(missing_folder)!r}"
+    for checkpoint in report["checkpoints"].values():
+        assert [check["name"] for check in checkpoint["checks"]] == ["loads"]
+        assert checkpoint["error"] in printed
+    assert report["suggested_bonus"] == 0
+    assert "# Review of `nobody-xyz/llm-course-hw2`" in printed
+
+
+@pytest.mark.parametrize("argv", [["review"], ["review", "x/llm-course-hw2", "--pairs", "0"],
+                                  ["review", "x/llm-course-hw2", "--expect", "perfect"]])
+def test_usage_errors_exit_with_2(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+
+
+def hub_error(cls, message: str):
+    """A huggingface_hub HTTP error without an HTTP response (its constructor wants one)."""
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    return error
+
+
+def wrapped(cause: BaseException, message: str) -> OSError:
+    try:
+        raise OSError(message) from cause
+    except OSError as error:
+        return error
+
+
+@pytest.mark.parametrize("error, expected", [
+    (wrapped(hub_error(hub_errors.RepositoryNotFoundError, "404"), "x is not a local folder and is not a valid model "
+     "identifier listed on 'https://huggingface.co/models'"), "repository not found (or private: set HF_TOKEN)"),
+    (wrapped(hub_error(hub_errors.GatedRepoError, "403"), "You are trying to access a gated repo."),
+     "gated repository"),
+    (wrapped(hub_errors.LocalEntryNotFoundError("no cache"), "We couldn't connect to 'https://huggingface.co'"),
+     "the Hub cannot be reached"),
+    (RuntimeError("Error while deserializing header: incomplete metadata, file not fully covered"),
+     "weights file is corrupted or truncated"),
+])
+def test_load_errors_are_explained_in_one_line(error, expected):
+    message, _ = rv.explain_load_error(error, "student/llm-course-hw2-dpo")
+    assert expected in message and "\n" not in message
+
+
+def test_sources_come_from_a_hub_prefix_or_a_folder(tmp_path):
+    assert rv.resolve_sources("me/llm-course-hw2")["reward-model"] == "me/llm-course-hw2-reward-model"
+    assert rv.resolve_sources(tmp_path, ppo="other/ppo") == {
+        "dpo": str(tmp_path / "dpo"), "ppo": "other/ppo", "reward-model": str(tmp_path / "reward-model")}
+    assert rv.resolve_sources(None, dpo="me/x")["ppo"] is None
+
+
+def test_style_figures_and_card_parsing():
+    style = rv.style_figures(["I love it! 😊", "As an AI language model, I cannot.", ""])
+    assert style["emoji_rate"] == pytest.approx(1 / 3) and style["as_an_ai_rate"] == pytest.approx(1 / 3)
+    assert style["empty_rate"] == pytest.approx(1 / 3)
+    assert rv.beta_from_card("| hyper-parameter | value |\n| --- | --- |\n| beta | 0.25 |\n") == 0.25
+    assert rv.beta_from_card("We used beta = 0.5.") == 0.5
+    assert rv.beta_from_card("no hyper-parameters") is None
+    assert rv.card_metrics_in_body("# Model\n\n## Evaluation\n\n| accuracy | 0.93 |\n")
+    assert not rv.card_metrics_in_body("# Model\n\nA fine model.\n")
