@@ -2,13 +2,13 @@
 import argparse
 import sys
 
-from autograder import course, demo, fixtures, grade, release, review
+from autograder import bench, course, demo, fixtures, grade, release, review
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for module in (fixtures, release, course, grade, demo, review):
+    for module in (fixtures, release, course, grade, demo, review, bench):
         module.register(subparsers)
     return parser
 

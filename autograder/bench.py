@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 from autograder.paths import REPO_ROOT
@@ -257,15 +257,18 @@ def bench_dpo(args: argparse.Namespace) -> int:
             trl_data = pairs.map(conversational, remove_columns=pairs.column_names)
             tokens = real_tokens(ours_data, args.max_seq_len)
 
+            def run_one(name: str) -> dict:
+                if name == "ours":
+                    return {**run_ours(ns, ours_data, tokenizer, model_path, args.steps, args.device), "tokens": tokens}
+                return run_trl(ns, trl_data, tokenizer, model_path, args.steps, args.device, Path(tmp) / "trl")
+
             runs = {}
             order = ("trl", "ours") if args.trl_first else ("ours", "trl")
             for name in order:
                 print(f"running {name} ...", file=sys.stderr, flush=True)
-                if name == "ours":
-                    runs[name] = {**run_ours(ns, ours_data, tokenizer, model_path, args.steps, args.device),
-                                  "tokens": tokens}
-                else:
-                    runs[name] = run_trl(ns, trl_data, tokenizer, model_path, args.steps, args.device, Path(tmp) / "trl")
+                with redirect_stdout(sys.stderr):  # progress and trainer logs; stdout keeps the result
+                    runs[name] = run_one(name)
+
     precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[ns["AMP_DTYPE"]]
     ours, trl = runs["ours"], runs["trl"]
     result = {

@@ -205,7 +205,7 @@ def text_log_prob(model, ids: list[int]) -> float:
     return total
 
 
-def reference_ppo_config(output_dir: Path, **overrides):
+def reference_ppo_config(output_dir: Path):
     """A one-update PPO configuration on the CPU-sized model (no checkpoints, no reporting, no sample tables)."""
     from trl.experimental.ppo import PPOConfig
 
@@ -217,7 +217,6 @@ def reference_ppo_config(output_dir: Path, **overrides):
         num_sample_generations=0, logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
         bf16=False, fp16=False, seed=0, **{checkpointing: False},
     )
-    kwargs.update(overrides)
     return PPOConfig(**kwargs)
 
 
@@ -413,8 +412,9 @@ def _(ns, ctx):
     expected = pad_ids(ctx, "safe")
     model = reward_model_by_student(ns, ctx, case)
     if model.config.pad_token_id != expected:
-        raise CheckFailure(case, f"config.pad_token_id = {expected} (the tokenizer's pad token "
-                                 f"{chat_safe_pad(ctx.tokenizer)!r})", f"config.pad_token_id = {model.config.pad_token_id}",
+        pad_token = chat_safe_pad(ctx.tokenizer)
+        raise CheckFailure(case, f"config.pad_token_id = {expected} (the tokenizer's pad token {pad_token!r})",
+                           f"config.pad_token_id = {model.config.pad_token_id}",
                            "the classifier scores the last token that is not config.pad_token_id: set it to "
                            "tokenizer.pad_token_id (not the end-of-turn token, which ends every turn)")
 
@@ -735,12 +735,14 @@ def _(ns, ctx):
                     model, reference_weights):
                 continue  # ref_model=None: TRL made its own frozen copy of the initial policy, which is as good
             if model is not given[expected]:
-                raise CheckFailure(case, f"{slot} = {expected}", f"{slot} = {names.get(id(model), type(model).__name__)}",
+                seen = names.get(id(model), type(model).__name__)
+                raise CheckFailure(case, f"{slot} = {expected}", f"{slot} = {seen}",
                                    "PPOTrainer(model=policy, ref_model=ref_policy, reward_model=reward_model, "
                                    "value_model=value_model, ...): pass them by keyword, the positional order of "
                                    "PPOTrainer differs from ours")
         if trainer.processing_class is not given["tokenizer"]:
-            raise CheckFailure(case, "processing_class = the tokenizer argument", type(trainer.processing_class).__name__)
+            raise CheckFailure(case, "processing_class = the tokenizer argument",
+                               type(trainer.processing_class).__name__)
         if trainer.train_dataset is not given["train"] or trainer.eval_dataset is not given["eval"]:
             raise CheckFailure(case, "train_dataset and eval_dataset as given",
                                f"train_dataset={names.get(id(trainer.train_dataset), 'another dataset')}, "

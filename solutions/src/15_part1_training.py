@@ -68,8 +68,8 @@ def autocast():
 # ### Making DPO fast
 #
 # Your `dpo_batch_loss` is the textbook version: four forward passes per batch and a lot of padding. The
-# training loop uses `fast_dpo_batch_loss` below, which computes the same loss with five tricks. Each is a
-# few lines; `docs/benchmarks.md` in the course repository measures what they buy.
+# training loop uses `fast_dpo_batch_loss` below, which computes the same loss and gradients with five
+# tricks. Each is a few lines; `docs/benchmarks.md` in the course repository measures what they buy.
 #
 # **1. Reference log-probs once.** The reference model never changes, so its log-probs of every answer are
 # fixed numbers. `precompute_reference_logps` computes them in one pass without gradients before training
@@ -78,9 +78,13 @@ def autocast():
 # starts and no second copy is ever loaded. Stored numbers must not depend on the batch an answer lands in,
 # so each answer is cut to fit `MAX_SEQ_LEN` together with its own prompt, not with the batch's longest one.
 #
-# **2. One forward for chosen and rejected.** The chosen and the rejected answer of a pair share the prompt.
-# `pair_logps` pads both answers to the same width, stacks the two batches into one of twice the size and runs
-# a single forward (and backward) pass: one large matrix multiplication keeps a GPU busier than two small ones.
+# **2. The prompt once, both answers in one pass.** The chosen and the rejected answer of a pair share their
+# prompt, yet `dpo_batch_loss` runs it four times. `pair_logps` runs each prompt once with `use_cache=True`,
+# which keeps the keys and values of every layer (the cache that `generate` uses), then stacks the chosen and
+# the rejected answers of the batch into one batch of twice the size that attends to the cached prompt.
+# Gradients flow through the cache, so the log-probs and their gradients are those of the full sequences, while
+# every prompt token is computed once instead of twice; and one large matrix multiplication keeps a GPU busier
+# than two small ones.
 #
 # **3. Length buckets.** A batch is as long as its longest example, so a random batch is mostly padding when
 # lengths vary. `LengthBucketSampler` shuffles the data, cuts it into buckets of 50 batches, sorts each bucket
@@ -88,10 +92,11 @@ def autocast():
 # and every example is still seen exactly once per epoch.
 #
 # **4. Logits only where they are needed.** The output layer maps every position to 49,152 vocabulary
-# scores, the largest tensor of the whole step. Only answer tokens are scored, and with left-padded prompts
-# every answer starts in the same column, so `logits_to_keep` asks the model for the logits of the answer
-# columns only (the prompt's last column scores the first answer token). `get_log_prob` then never builds a
-# second vocabulary-sized tensor: it subtracts one `logsumexp` per position from the gathered logit.
+# scores: the largest tensor of the step and, on a CPU, a large share of its time. Only answer tokens are
+# scored, so the prompt pass asks the model for the logits of its last position only (`logits_to_keep=1`;
+# they score the first answer token) and prompt positions never reach the output layer. `get_log_prob` then
+# never builds a second vocabulary-sized tensor: it subtracts one `logsumexp` per position from the gathered
+# logit.
 #
 # **5. Mixed precision.** On GPUs the forward passes run under `torch.autocast` in bfloat16 (float16 with a
 # `GradScaler` on a T4) while the weights and the optimizer stay in float32; the logits of the answers are
@@ -161,41 +166,47 @@ def make_bucketed_dataloader(
     return DataLoader(dataset.with_format("torch"), batch_sampler=sampler, collate_fn=collate_fn)
 
 
-def answer_logits(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int):
-    """`sequence_logits` restricted to the columns from `start` on (the model skips the output layer elsewhere)."""
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    keep = input_ids.shape[1] - start
-    return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
-                 logits_to_keep=keep).logits
-
-
 def pair_logps(model: PreTrainedModel, batch: dict[str, torch.Tensor], max_seq_len: int | None = None):
-    """Log-probs of the chosen and of the rejected answers ([batch] each) from ONE forward pass of `model`.
+    """Log-probs of the chosen and of the rejected answers ([batch] each) of a collated batch.
 
-    With `max_seq_len`, each answer keeps its first `max_seq_len - prompt length` tokens, whatever the other
-    pairs of the batch (so precomputed and fresh log-probs cut the same tokens).
+    The prompt of each pair runs once; both answers then run in ONE forward pass that reads the prompt's keys
+    and values from the cache. With `max_seq_len`, each answer keeps its first `max_seq_len - prompt length`
+    tokens, whatever the other pairs of the batch (so precomputed and fresh log-probs cut the same tokens).
     """
-    n, prompt_len = batch["prompt_input_ids"].shape
+    n = batch["prompt_input_ids"].shape[0]
+    prompt_mask = batch["prompt_attn_mask"]
+    prompt_lengths = prompt_mask.sum(-1, keepdim=True)
     width = max(batch["chosen_input_ids"].shape[1], batch["rejected_input_ids"].shape[1])
 
     def stack_answers(suffix: str) -> torch.Tensor:  # chosen rows then rejected rows, right-padded to `width`
         answers = [batch[f"{key}_{suffix}"] for key in ("chosen", "rejected")]
         return torch.cat([F.pad(t, (0, width - t.shape[1])) for t in answers])  # padding is masked out
 
-    prompt_mask = batch["prompt_attn_mask"].repeat(2, 1)
     answer_ids, answer_mask = stack_answers("input_ids"), stack_answers("attn_mask")
+    positions = torch.arange(width, device=answer_ids.device)
     if max_seq_len is not None:
-        room = max_seq_len - prompt_mask.sum(-1, keepdim=True)
-        answer_mask = answer_mask * (torch.arange(width, device=room.device) < room)
+        answer_mask = answer_mask * (positions < max_seq_len - prompt_lengths.repeat(2, 1))
         width = max(int(answer_mask.sum(-1).max()), 1)  # drop the columns that no answer uses any more
-        answer_ids, answer_mask = answer_ids[:, :width], answer_mask[:, :width]
-    input_ids, attention_mask, loss_mask = concat_prompt_completion(
-        batch["prompt_input_ids"].repeat(2, 1), prompt_mask, answer_ids, answer_mask
+        answer_ids, answer_mask, positions = answer_ids[:, :width], answer_mask[:, :width], positions[:width]
+
+    # The prompts, once per pair. Only the logits of their last position are needed: they score the first
+    # answer token. Position ids count real tokens only, so left padding is invisible (as in sequence_logits).
+    prompt = model(input_ids=batch["prompt_input_ids"], attention_mask=prompt_mask,
+                   position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True, logits_to_keep=1)
+    cache = prompt.past_key_values
+    cache.batch_select_indices(torch.arange(n, device=answer_ids.device).repeat(2))  # chosen rows, rejected rows
+    # Both answers in one pass, attending to the cached prompt (gradients flow through the cache).
+    answers = model(input_ids=answer_ids, attention_mask=torch.cat([prompt_mask.repeat(2, 1), answer_mask], dim=1),
+                    position_ids=prompt_lengths.repeat(2, 1) + positions, past_key_values=cache, use_cache=True)
+
+    # get_log_prob scores labels[:, t] with logits[:, t - 1]: the answer's own logits score tokens 1, 2, ...
+    # and the prompt's last logits, put in front, score token 0.
+    first_logits = prompt.logits.float().repeat(2, 1, 1).expand(-1, 2, -1)
+    first_labels = answer_ids[:, :1].expand(-1, 2)
+    first_mask = torch.cat([torch.zeros_like(answer_mask[:, :1]), answer_mask[:, :1]], dim=1)
+    logps = get_log_prob(first_logits, first_labels, first_mask) + get_log_prob(
+        answers.logits.float(), answer_ids, answer_mask
     )
-    # Every answer starts at column `prompt_len`; the column before it scores the answer's first token.
-    start = max(prompt_len - 1, 0)
-    logits = answer_logits(model, input_ids, attention_mask, start).float()
-    logps = get_log_prob(logits, input_ids[:, start:], loss_mask[:, start:])
     return logps[:n], logps[n:]
 
 

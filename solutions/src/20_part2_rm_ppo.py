@@ -147,6 +147,12 @@ for _answer in ("chosen", "rejected"):
     assert _pair[_answer] == _expected, f"'{_answer}' should be\n{_expected}\ngot\n{_pair[_answer]}"
 print("to_implicit_prompt_preferences looks right")
 
+### BEGIN HIDDEN TESTS
+from autograder.checks import grade_cell
+
+grade_cell("test_to_implicit_prompt_preferences", globals())
+### END HIDDEN TESTS
+
 # %% [markdown]
 # The reward model trains on the same pairs as DPO, and we evaluate it on the same held-out pairs:
 
@@ -431,6 +437,12 @@ if PROFILE != "fast":
     )
 print("the reward model looks right")
 
+### BEGIN HIDDEN TESTS
+from autograder.checks import grade_cell
+
+grade_cell("test_reward_model", globals())
+### END HIDDEN TESTS
+
 # %% [markdown]
 # Save the reward model with its tokenizer (it is pushed to the Hub with a model card at the end):
 
@@ -677,6 +689,12 @@ assert ppo_trainer.state.global_step >= 1, "the PPO trainer has not made any upd
 _moved = any(not torch.equal(p, q.to(p.device)) for p, q in zip(policy.parameters(), ref_policy.parameters()))
 assert _moved, "after training the policy is still identical to the reference policy: is `policy` the trained model?"
 print("PPO looks right")
+
+### BEGIN HIDDEN TESTS
+from autograder.checks import grade_cell
+
+grade_cell("test_ppo", globals())
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ### The reward during training

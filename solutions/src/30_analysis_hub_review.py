@@ -101,6 +101,12 @@ for _i, _text in enumerate(_texts):
 del _lm, _tokenizer
 print("sequence_log_probs looks right")
 
+### BEGIN HIDDEN TESTS
+from autograder.checks import grade_cell
+
+grade_cell("test_logprob_analysis", globals())
+### END HIDDEN TESTS
+
 # %% [markdown]
 # Score the four groups of texts under the three models:
 
