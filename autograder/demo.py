@@ -8,6 +8,7 @@ from autograder.fixtures import build_fixtures
 from autograder.notebook import execute_notebook, offline_env
 from autograder.paths import REPO_ROOT
 from autograder.release import SOURCE_NOTEBOOK
+from autograder.review import review
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,6 +28,10 @@ def run(args: argparse.Namespace) -> int:
     metrics = out / "metrics.json"
     if metrics.exists():
         print(json.dumps(json.loads(metrics.read_text()), indent=2))
+    print("\nReviewing the saved checkpoints as a reviewer would (python -m autograder review):")
+    base = fixtures.tiny if args.profile == "fast" else fixtures.smollm2
+    review(out, base=base, dataset=fixtures.preferences, expect="smoke" if args.profile == "fast" else "trained",
+           pairs=8, prompts=2, max_new_tokens=32, out=out / "review", echo=True)
     return 0
 
 

@@ -186,7 +186,7 @@ def generate_reply(
 # | --- | --- | --- |
 # | `HW2_MODEL_ID` | model to align (Hub id or local folder) | `HuggingFaceTB/SmolLM-135M-Instruct` |
 # | `HW2_DATASET_ID` | preference dataset (Hub id or local folder) | `HumanLLMs/Human-Like-DPO-Dataset` |
-# | `HW2_UNSEEN_DATASET_ID` | texts the models never saw, for the analysis | `wikitext` (see Part 2) |
+# | `HW2_UNSEEN_DATASET_ID` | texts the models never saw, for the analysis | `Salesforce/wikitext` (wikitext-2-raw-v1) |
 # | `HW2_FAST_DEV_RUN` | `1`: a few steps of everything, no pushing | `0` |
 # | `HW2_PROFILE` | `full`, `demo` (a short run that still learns) or `fast` | `full` |
 # | `HW2_OUTPUT_DIR` | where checkpoints, model cards and plots go | `hw2-outputs` |

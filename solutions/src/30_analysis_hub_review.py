@@ -161,21 +161,22 @@ for model_name, groups in LOGPROB_SUMMARY.items():
 # DPO with PPO.
 
 # %% [markdown] kind="manual" id="answer_logprob_analysis" points=0.5
-# Per token, DPO makes the preferred training answers clearly more likely than the reference model does and
-# the rejected ones less likely: that is exactly what its loss asks for, since it raises
-# $\log \pi(y_w \mid x) - \log \pi(y_l \mid x)$ relative to the reference. The held-out preferred answers
-# move up by about as much as the training ones, so the model has not memorised particular examples: it
-# learned a style (warm, casual, emoji) and now assigns high probability to any text in that style. The
-# unrelated encyclopedic texts barely change or get slightly less likely: DPO only constrains the answers it
-# sees, and the shift of probability mass towards chatty text is paid for elsewhere. Judged by total
-# log-probability the picture is dominated by length (long texts are always less likely), which is why the
-# per-token mean is the fairer comparison.
+# Start from the reference model: per token it already finds plain encyclopedic text about as likely as (often
+# more likely than) the chatty, emoji-heavy answers, because that is the kind of text it was pre-trained on.
 #
-# PPO moves much less. It never sees the dataset's answers, only its own samples scored by the reward
-# model, and the KL penalty keeps it close to the reference, so its histograms stay close to the
-# reference's; any change is again towards the rewarded style rather than towards the training texts.
-# So yes, the aligned models find the training data more likely, but because it is in the preferred style,
-# not because it is training data.
+# DPO raises the per-token log-probability of the preferred training answers and lowers that of the rejected
+# ones, which is exactly what its loss asks for: it increases
+# $\log \pi(y_w \mid x) - \log \pi(y_l \mid x)$ relative to the reference. The held-out preferred answers move
+# up by about as much as the training ones, so the model has not memorised particular examples: it learned a
+# style (warm, casual, emoji) and now gives any text in that style a higher probability. The unrelated texts
+# barely move, or get slightly less likely: the loss never looks at them, and the probability mass that moves
+# towards chatty text has to come from somewhere. The totals tell less, because they mostly measure length.
+#
+# PPO moves much less. It never sees the dataset's answers, only its own samples scored by the reward model,
+# and the KL penalty keeps it close to the reference, so its histograms stay close to the reference's; the
+# small changes again follow the rewarded style rather than the training texts. So the aligned models do find
+# the training data more likely than the reference does, but because it is written in the preferred style, not
+# because it is training data.
 
 # %% [markdown]
 # # Bonus: model cards on the Hub [1 extra point]
@@ -232,7 +233,7 @@ def build_model_card(
              f"- Base model: `{base_model}`", f"- Preference data: `{dataset_id}`", ""]
     lines += ["| hyper-parameter | value |", "| --- | --- |"]
     lines += [f"| {name} | {value} |" for name, value in hyperparameters.items()]
-    lines += ["", "## Evaluation on held-out preference pairs", "", "| metric | value |", "| --- | --- |"]
+    lines += ["", "## Evaluation", "", "| metric | value |", "| --- | --- |"]
     lines += [f"| {name} | {value:.4g} |" if isinstance(value, float) else f"| {name} | {value} |"
               for name, value in metrics.items()]
     lines += ["", "## Sample generations", ""]
