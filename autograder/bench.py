@@ -117,10 +117,15 @@ def machine() -> dict:
     return info
 
 
-def emit(result: dict, as_json: bool, lines: list[str]) -> None:
-    if not as_json:
+def emit(result: dict, args: argparse.Namespace, lines: list[str]) -> None:
+    """Print the table (unless --json) and the JSON line; with --save, also append the JSON line to a file."""
+    if not args.json:
         print("\n".join(lines))
     print(json.dumps(result))
+    if args.save:
+        result = {**result, "command": "python -m autograder " + " ".join(sys.argv[1:])}
+        with open(args.save, "a") as handle:
+            handle.write(json.dumps(result) + "\n")
 
 
 # ---------------------------------------------------------------- bench dpo
@@ -234,7 +239,8 @@ def bench_dpo(args: argparse.Namespace) -> int:
     model_path = Path(args.model) if args.model else build_fixtures().smollm2
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="hw2-bench-") as tmp:
-        ns, env = notebook_namespace(model_path, Path(tmp) / "outputs")
+        with redirect_stdout(sys.stderr):  # the notebook's configuration cell prints its settings
+            ns, env = notebook_namespace(model_path, Path(tmp) / "outputs")
         with environment(env):
             ns["DEVICE"] = args.device
             if args.device == "cuda":
@@ -300,7 +306,7 @@ def bench_dpo(args: argparse.Namespace) -> int:
         lines.append(f"{name:8}{run['tokens']:>10}{run['seconds']:>10.1f}{run['tokens'] / run['seconds']:>11.1f}"
                      f"{run['peak_mem_gb']:>10.2f}{run['first_loss']:>12.4f}{run['final_loss']:>12.4f}")
     lines.append(f"speedup {result['speedup']:.2f}x; machine load {result['load_avg']}")
-    emit(result, args.json, lines)
+    emit(result, args, lines)
     return 0
 
 
@@ -394,7 +400,7 @@ def bench_logprob(args: argparse.Namespace) -> int:
     for variant in LOGPROB_VARIANTS:
         lines.append(f"{variant:10}{extra[f'{variant}_forward_extra_gb']:>12.3f}{extra[f'{variant}_train_extra_gb']:>24.3f}")
     lines.append(f"notebook / naive: forward {result['forward_ratio']:.3f}, forward + backward {result['train_ratio']:.3f}")
-    emit(result, args.json, lines)
+    emit(result, args, lines)
     return 0
 
 
@@ -453,7 +459,7 @@ def bench_grade(args: argparse.Namespace) -> int:
     for jobs, run in runs.items():
         lines.append(f"{jobs:>5}{run['wall_s']:>9.1f}{run['seconds_per_submission']:>16.1f}"
                      f"{run['submissions_per_hour']:>20.1f}{str(run['all_full_marks']):>12}")
-    emit(result, args.json, lines)
+    emit(result, args, lines)
     return 0
 
 
@@ -476,6 +482,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dpo.add_argument("--trl-first", action="store_true", help="run TRL before our loop")
     dpo.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     dpo.add_argument("--json", action="store_true", help="print only the JSON line")
+    dpo.add_argument("--save", help="also append the JSON line to this file")
     dpo.set_defaults(func=with_threads(bench_dpo))
 
     logprob = benches.add_parser("logprob", help="peak memory of get_log_prob against log_softmax + gather")
@@ -484,13 +491,62 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     logprob.add_argument("--seq-len", type=int, help="positions per sequence (default: 256 on CPU, 1024 on CUDA)")
     logprob.add_argument("--vocab", type=int, default=49_152)
     logprob.add_argument("--json", action="store_true", help="print only the JSON line")
+    logprob.add_argument("--save", help="also append the JSON line to this file")
     logprob.set_defaults(func=bench_logprob)
 
     grade = benches.add_parser("grade", help="seconds per graded submission and class throughput by --jobs")
     grade.add_argument("--students", type=int, default=4, help="copies of the solution to grade")
     grade.add_argument("--jobs", type=int, nargs="+", default=[1, 2], help="values of `grade --jobs` to compare")
     grade.add_argument("--json", action="store_true", help="print only the JSON line")
+    grade.add_argument("--save", help="also append the JSON line to this file")
     grade.set_defaults(func=bench_grade)
+
+    plot = benches.add_parser("plot", help="plot results saved with --save")
+    plot.add_argument("results", help="a file of JSON lines written by --save")
+    plot.add_argument("--out", default=str(REPO_ROOT / "docs" / "benchmarks.png"))
+    plot.set_defaults(func=bench_plot)
+
+
+def bench_plot(args: argparse.Namespace) -> int:
+    """One figure from saved results: DPO throughput, DPO peak memory and log-prob memory."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = [json.loads(line) for line in Path(args.results).read_text().splitlines() if line.strip()]
+    dpo = [r for r in results if r["bench"] == "dpo"]
+    logprob = [r for r in results if r["bench"] == "logprob"]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    labels = [f"{r['device']} {r['precision']}\nbatch {r['batch_size']}, {r['steps']} steps"
+              + ("\n(TRL first)" if r["order"][0] == "trl" else "") for r in dpo]
+    x = range(len(dpo))
+    for ax, key, title in ((axes[0], "tokens_per_s", "DPO training throughput (tokens/s)"),
+                           (axes[1], "peak_mem_gb", "DPO peak memory (GB)")):
+        ax.bar([i - 0.2 for i in x], [r[f"ours_{key}"] for r in dpo], width=0.4, label="notebook loop")
+        ax.bar([i + 0.2 for i in x], [r[f"trl_{key}"] for r in dpo], width=0.4, label="TRL DPOTrainer")
+        ax.set_xticks(list(x), labels, fontsize=8)
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    for i, r in enumerate(dpo):
+        axes[0].annotate(f"{r['speedup']:.2f}x", (i, max(r["ours_tokens_per_s"], r["trl_tokens_per_s"])),
+                         ha="center", va="bottom", fontsize=9)
+    for j, r in enumerate(logprob):
+        variants = ("naive", "notebook", "trl")
+        for k, mode in enumerate(("forward", "train")):
+            values = [r[f"{v}_{mode}_extra_gb"] for v in variants]
+            positions = [j * 3 + k * 1.2 + offset for offset in (-0.3, 0, 0.3)]
+            bars = axes[2].bar(positions, values, width=0.3, color=["tab:red", "tab:blue", "tab:green"])
+            if j == 0 and k == 0:
+                for bar, name in zip(bars, ("log_softmax + gather", "get_log_prob (notebook)", "TRL selective_log_softmax")):
+                    bar.set_label(name)
+        axes[2].set_xticks([j * 3, j * 3 + 1.2], [f"forward\n{r['shape']}", f"fwd + bwd\n{r['shape']}"], fontsize=8)
+    axes[2].set_title("log-prob memory on top of the logits (GB)")
+    axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=120)
+    print(f"wrote {args.out}")
+    return 0
 
 
 def with_threads(function):
