@@ -312,7 +312,7 @@ def bench_dpo(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- bench logprob
 
-LOGPROB_VARIANTS = ("naive", "notebook", "trl")
+LOGPROB_VARIANTS = ("naive", "notebook", "fast", "trl")
 
 
 def naive_log_prob(logits, labels, mask):
@@ -330,13 +330,26 @@ def trl_log_prob(logits, labels, mask):
     return (selective_log_softmax(logits[:, :-1], labels[:, 1:]) * mask[:, 1:]).sum(-1)
 
 
+def fast_log_prob(token_log_probs):
+    """The training loop's `TokenLogProbs` with the interface of `get_log_prob`.
+
+    The training loop gives it the logits of the scored positions only; here every position is scored with
+    the label at its own position (no shift), so that no slice copies the logits.
+    """
+    def function(logits, labels, mask):
+        batch, seq_len, vocab = logits.shape
+        logps = token_log_probs.apply(logits.view(-1, vocab), labels.reshape(-1))
+        return (logps.view(batch, seq_len) * mask).sum(-1)
+    return function
+
+
 def logprob_child(variant: str, backward: bool, shape: tuple[int, int, int], device: str) -> dict:
     """Extra peak memory of one log-prob function on random logits of `shape` (run in a fresh process)."""
     import torch
 
-    if variant == "notebook":
+    if variant in ("notebook", "fast"):
         namespace, _ = notebook_namespace(Path(tempfile.mkdtemp()) / "unused-model", Path(tempfile.mkdtemp()))
-        function = namespace["get_log_prob"]
+        function = namespace["get_log_prob"] if variant == "notebook" else fast_log_prob(namespace["TokenLogProbs"])
     else:
         function = {"naive": naive_log_prob, "trl": trl_log_prob}[variant]
     batch, seq_len, vocab = shape
@@ -394,12 +407,14 @@ def bench_logprob(args: argparse.Namespace) -> int:
         "train_ratio": round(extra["notebook_train_extra_gb"] / extra["naive_train_extra_gb"], 3),
         "load_avg": [round(load_start, 2), round(os.getloadavg()[0], 2)], **machine(),
     }
+    result["fast_train_ratio"] = round(extra["fast_train_extra_gb"] / extra["naive_train_extra_gb"], 3)
     lines = [f"log-probs of {shape[0]} x {shape[1]} positions x {shape[2]} vocabulary (fp32 logits: {input_gb} GB); "
              "memory allocated on top of the logits, peak:",
              f"{'':10}{'forward GB':>12}{'forward + backward GB':>24}"]
     for variant in LOGPROB_VARIANTS:
         lines.append(f"{variant:10}{extra[f'{variant}_forward_extra_gb']:>12.3f}{extra[f'{variant}_train_extra_gb']:>24.3f}")
-    lines.append(f"notebook / naive: forward {result['forward_ratio']:.3f}, forward + backward {result['train_ratio']:.3f}")
+    lines.append(f"notebook / naive: forward {result['forward_ratio']:.3f}, forward + backward {result['train_ratio']:.3f}; "
+                 f"fast / naive, forward + backward: {result['fast_train_ratio']:.3f}")
     emit(result, args, lines)
     return 0
 
@@ -527,20 +542,24 @@ def bench_plot(args: argparse.Namespace) -> int:
         ax.bar([i + 0.2 for i in x], [r[f"trl_{key}"] for r in dpo], width=0.4, label="TRL DPOTrainer")
         ax.set_xticks(list(x), labels, fontsize=8)
         ax.set_title(title)
-        ax.legend(fontsize=8)
+        ax.set_ylim(0, 1.3 * max(max(r[f"ours_{key}"], r[f"trl_{key}"]) for r in dpo))
+        ax.legend(fontsize=8, loc="upper right", ncols=2)
     for i, r in enumerate(dpo):
         axes[0].annotate(f"{r['speedup']:.2f}x", (i, max(r["ours_tokens_per_s"], r["trl_tokens_per_s"])),
                          ha="center", va="bottom", fontsize=9)
+    names = {"naive": "log_softmax + gather", "notebook": "get_log_prob (student TODO)",
+             "fast": "TokenLogProbs (training loop)", "trl": "TRL selective_log_softmax"}
+    colors = {"naive": "tab:red", "notebook": "tab:blue", "fast": "tab:purple", "trl": "tab:green"}
+    ticks, tick_labels = [], []
     for j, r in enumerate(logprob):
-        variants = ("naive", "notebook", "trl")
+        ticks += [j * 3, j * 3 + 1.4]
+        shape = "x".join(str(n) for n in r["shape"])
+        tick_labels += [f"forward\n{shape}", f"fwd + bwd\n{shape}"]
         for k, mode in enumerate(("forward", "train")):
-            values = [r[f"{v}_{mode}_extra_gb"] for v in variants]
-            positions = [j * 3 + k * 1.2 + offset for offset in (-0.3, 0, 0.3)]
-            bars = axes[2].bar(positions, values, width=0.3, color=["tab:red", "tab:blue", "tab:green"])
-            if j == 0 and k == 0:
-                for bar, name in zip(bars, ("log_softmax + gather", "get_log_prob (notebook)", "TRL selective_log_softmax")):
-                    bar.set_label(name)
-        axes[2].set_xticks([j * 3, j * 3 + 1.2], [f"forward\n{r['shape']}", f"fwd + bwd\n{r['shape']}"], fontsize=8)
+            for m, variant in enumerate(LOGPROB_VARIANTS):
+                axes[2].bar(j * 3 + k * 1.4 + (m - 1.5) * 0.3, r[f"{variant}_{mode}_extra_gb"], width=0.3,
+                            color=colors[variant], label=names[variant] if j == 0 and k == 0 else None)
+    axes[2].set_xticks(ticks, tick_labels, fontsize=8)
     axes[2].set_title("log-prob memory on top of the logits (GB)")
     axes[2].legend(fontsize=8)
     fig.tight_layout()

@@ -189,7 +189,7 @@ def test_bench_dpo_smoke_on_the_tiny_model(fixtures):
 
 
 def test_logprob_bench_functions_agree_and_measure(nb):
-    from autograder.bench import logprob_child, naive_log_prob, trl_log_prob
+    from autograder.bench import fast_log_prob, logprob_child, naive_log_prob, trl_log_prob
 
     torch.manual_seed(0)
     logits, labels = torch.randn(2, 7, 50), torch.randint(50, (2, 7))
@@ -197,5 +197,13 @@ def test_logprob_bench_functions_agree_and_measure(nb):
     expected = nb["get_log_prob"](logits, labels, mask)
     assert torch.allclose(naive_log_prob(logits, labels, mask), expected, atol=1e-5)
     assert torch.allclose(trl_log_prob(logits, labels, mask), expected, atol=1e-5)
+    logits = torch.randn(2, 7, 50, requires_grad=True)
+    expected = (torch.log_softmax(logits, -1).gather(-1, labels.unsqueeze(-1)).squeeze(-1) * mask).sum(-1)
+    expected_grad, = torch.autograd.grad(expected.sum(), logits)
+    fast = fast_log_prob(nb["TokenLogProbs"])(logits.detach().clone().requires_grad_(), labels, mask)
+    assert torch.allclose(fast, expected.detach(), atol=1e-5)
+    leaf = logits.detach().clone().requires_grad_()
+    fast_log_prob(nb["TokenLogProbs"])(leaf, labels, mask).sum().backward()
+    assert torch.allclose(leaf.grad, expected_grad, atol=1e-6)
     measured = logprob_child("naive", True, (2, 64, 4096), "cpu")
     assert measured["input_gb"] == pytest.approx(2 * 64 * 4096 * 4 / 2**30) and measured["extra_gb"] >= 0

@@ -2,8 +2,7 @@
 # ### The training loop
 #
 # The loop below is complete. It trains with a faster version of your `dpo_batch_loss` that gives the same
-# loss and gradients and is built from your `concat_prompt_completion`, `get_log_prob` and `dpo_loss`, so
-# your TODOs drive it. It accumulates gradients over `GRAD_ACCUM_STEPS` micro-batches (so a small GPU can
+# loss and gradients (explained in the next section); your `pad_collate_fn` and `dpo_loss` drive it. It accumulates gradients over `GRAD_ACCUM_STEPS` micro-batches (so a small GPU can
 # still train with an effective batch of 16). Training the full dataset takes well under an hour on a Colab
 # T4 and a couple of minutes on an H100.
 #
@@ -91,12 +90,13 @@ def autocast():
 # by length and cuts it into batches: examples of a batch have similar lengths, the batch order stays random,
 # and every example is still seen exactly once per epoch.
 #
-# **4. Logits only where they are needed.** The output layer maps every position to 49,152 vocabulary
-# scores: the largest tensor of the step and, on a CPU, a large share of its time. Only answer tokens are
-# scored, so the prompt pass asks the model for the logits of its last position only (`logits_to_keep=1`;
-# they score the first answer token) and prompt positions never reach the output layer. `get_log_prob` then
-# never builds a second vocabulary-sized tensor: it subtracts one `logsumexp` per position from the gathered
-# logit.
+# **4. Logits only where they are needed, and only once.** The output layer maps every position to 49,152
+# vocabulary scores: the largest tensor of the step and, on a CPU, a large share of its time. Only answer
+# tokens are scored, so `pair_logps` runs the transformer without its output layer (`model.get_decoder()`),
+# picks the hidden states that predict real answer tokens (not the prompt, not the padding) and applies the
+# output layer (`model.get_output_embeddings()`) to those alone. `TokenLogProbs` then does what your
+# `get_log_prob` does, the gathered logit minus one `logsumexp` per position, and in the backward pass turns
+# the logits into their own gradient in place: no second vocabulary-sized tensor, forward or backward.
 #
 # **5. Mixed precision.** On GPUs the forward passes run under `torch.autocast` in bfloat16 (float16 with a
 # `GradScaler` on a T4) while the weights and the optimizer stay in float32; the logits of the answers are
@@ -166,6 +166,27 @@ def make_bucketed_dataloader(
     return DataLoader(dataset.with_format("torch"), batch_sampler=sampler, collate_fn=collate_fn)
 
 
+class TokenLogProbs(torch.autograd.Function):
+    """`log_softmax(logits)[label]` for each row of [N, vocab] logits, without a second [N, vocab] tensor.
+
+    The backward pass turns the saved logits into their own gradient in place, (onehot - softmax) * grad, so
+    nothing else may use these logits (here they come straight out of the output layer).
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        normalizers = torch.cat([chunk.logsumexp(-1) for chunk in logits.split(256)])  # small exp() buffers
+        ctx.save_for_backward(logits, labels, normalizers)
+        return logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1) - normalizers
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        logits, labels, normalizers = ctx.saved_tensors
+        grad_logits = logits.sub_(normalizers.unsqueeze(-1)).exp_().mul_(-grad.unsqueeze(-1))  # -softmax * grad
+        grad_logits.scatter_add_(-1, labels.unsqueeze(-1), grad.unsqueeze(-1))  # + onehot * grad
+        return grad_logits, None
+
+
 def pair_logps(model: PreTrainedModel, batch: dict[str, torch.Tensor], max_seq_len: int | None = None):
     """Log-probs of the chosen and of the rejected answers ([batch] each) of a collated batch.
 
@@ -189,24 +210,24 @@ def pair_logps(model: PreTrainedModel, batch: dict[str, torch.Tensor], max_seq_l
         width = max(int(answer_mask.sum(-1).max()), 1)  # drop the columns that no answer uses any more
         answer_ids, answer_mask, positions = answer_ids[:, :width], answer_mask[:, :width], positions[:width]
 
-    # The prompts, once per pair. Only the logits of their last position are needed: they score the first
-    # answer token. Position ids count real tokens only, so left padding is invisible (as in sequence_logits).
-    prompt = model(input_ids=batch["prompt_input_ids"], attention_mask=prompt_mask,
-                   position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True, logits_to_keep=1)
+    # The transformer without its output layer gives one hidden state per position. Position ids count real
+    # tokens only, so left padding is invisible (as in sequence_logits).
+    decoder, output_layer = model.get_decoder(), model.get_output_embeddings()
+    prompt = decoder(input_ids=batch["prompt_input_ids"], attention_mask=prompt_mask,
+                     position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True)
     cache = prompt.past_key_values
     cache.batch_select_indices(torch.arange(n, device=answer_ids.device).repeat(2))  # chosen rows, rejected rows
     # Both answers in one pass, attending to the cached prompt (gradients flow through the cache).
-    answers = model(input_ids=answer_ids, attention_mask=torch.cat([prompt_mask.repeat(2, 1), answer_mask], dim=1),
-                    position_ids=prompt_lengths.repeat(2, 1) + positions, past_key_values=cache, use_cache=True)
+    answers = decoder(input_ids=answer_ids, attention_mask=torch.cat([prompt_mask.repeat(2, 1), answer_mask], dim=1),
+                      position_ids=prompt_lengths.repeat(2, 1) + positions, past_key_values=cache, use_cache=True)
 
-    # get_log_prob scores labels[:, t] with logits[:, t - 1]: the answer's own logits score tokens 1, 2, ...
-    # and the prompt's last logits, put in front, score token 0.
-    first_logits = prompt.logits.float().repeat(2, 1, 1).expand(-1, 2, -1)
-    first_labels = answer_ids[:, :1].expand(-1, 2)
-    first_mask = torch.cat([torch.zeros_like(answer_mask[:, :1]), answer_mask[:, :1]], dim=1)
-    logps = get_log_prob(first_logits, first_labels, first_mask) + get_log_prob(
-        answers.logits.float(), answer_ids, answer_mask
-    )
+    # Answer token t is predicted by the hidden state before it: the prompt's last one for t = 0, then the
+    # answer's own. Only real answer tokens go through the output layer.
+    predicting = torch.cat([prompt.last_hidden_state[:, -1:].repeat(2, 1, 1), answers.last_hidden_state[:, :-1]], 1)
+    rows, columns = answer_mask.nonzero(as_tuple=True)
+    logits = output_layer(predicting[rows, columns]).float()
+    token_logps = TokenLogProbs.apply(logits, answer_ids[rows, columns])
+    logps = torch.zeros(2 * n, device=token_logps.device).index_add(0, rows, token_logps)
     return logps[:n], logps[n:]
 
 
