@@ -15,3 +15,28 @@ from autograder.fixtures import FixturePaths, build_fixtures  # noqa: E402  (nee
 def fixtures() -> FixturePaths:
     """The offline fixtures in the default folder: built on first use (under a minute), skipped afterwards."""
     return build_fixtures()
+
+
+@pytest.fixture(scope="module")
+def env(fixtures, tmp_path_factory):
+    """The fast profile's environment, with a fresh output folder per test module."""
+    from autograder.notebook import offline_env
+
+    return offline_env(fixtures, tmp_path_factory.mktemp("outputs"), "fast")
+
+
+@pytest.fixture(scope="module")
+def solution(env):
+    """The instructor notebook's library cells (functions, constants) executed into one namespace."""
+    from autograder.notebook import load_namespace
+    from autograder.release import SOURCE_NOTEBOOK
+
+    return load_namespace(SOURCE_NOTEBOOK, env)
+
+
+@pytest.fixture(scope="module")
+def context(fixtures):
+    """The hidden checks' context: the real tokenizer and the tiny model."""
+    from autograder.checks import CheckContext
+
+    return CheckContext(fixtures.tiny)

@@ -1,22 +1,21 @@
 """The hidden checks of Part 1 against the solution, realistic buggy answers (mutants) and correct variants.
 
 A mutant must lose points on its own test cell and keep full points on every other one; a check that cannot
-reach the mutated function (see `reachable`) cannot be affected by it and is skipped to keep this file fast.
+reach the mutated function cannot be affected by it and is skipped (see `tests/catalogue.py`).
 """
 import math
 import sys
-import types
 import warnings
 
-import nbformat
 import pytest
 import torch
 
-from autograder.checks import CheckContext, all_checks, grade_cell, run_all, run_check
+from catalogue import assert_mutant_loses_on_its_own_test_only, assert_variant_gets_full_marks, graded_cells
+from autograder.checks import all_checks, grade_cell, run_all, run_check
 from autograder.checks.framework import Check, CheckFailure, run_check as run_single_check, student
 from autograder.mutants import MUTANTS, VARIANTS, namespace_with
-from autograder.notebook import load_namespace, offline_env
-from autograder.release import RELEASE_NOTEBOOK, SOURCE_NOTEBOOK
+from autograder.notebook import load_namespace
+from autograder.release import RELEASE_NOTEBOOK
 
 PART1_TEST_POINTS = {
     "test_apply_chat_template": 0.2, "test_tokenize_row": 0.2, "test_pad": 0.1, "test_pad_collate_fn": 0.2,
@@ -24,49 +23,10 @@ PART1_TEST_POINTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def env(fixtures, tmp_path_factory):
-    return offline_env(fixtures, tmp_path_factory.mktemp("outputs"), "fast")
-
-
-@pytest.fixture(scope="module")
-def solution(env):
-    return load_namespace(SOURCE_NOTEBOOK, env)
-
-
-@pytest.fixture(scope="module")
-def context(fixtures):
-    return CheckContext(fixtures.tiny)
-
-
-def reachable(namespace: dict, names) -> set[str]:
-    """Notebook functions that `names` call, directly or through other notebook functions."""
-    seen, todo = set(), list(names)
-    while todo:
-        name = todo.pop()
-        function = namespace.get(name)
-        if name in seen or not isinstance(function, types.FunctionType):
-            continue
-        seen.add(name)
-        codes = [function.__code__]
-        while codes:
-            code = codes.pop()
-            todo.extend(code.co_names)
-            codes.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
-    return seen
-
-
-def affected_checks(solution: dict, cells) -> list[str]:
-    """Grade ids of the checks whose functions can reach one of the replaced cells' functions."""
-    return [grade_id for grade_id, check in all_checks().items()
-            if reachable(solution, check.functions) & set(cells)]
-
-
 # ---------------------------------------------------------------- the catalogue itself
 
 def test_checks_match_the_part1_test_cells_and_points():
-    cells = {c.metadata["nbgrader"]["grade_id"]: c for c in nbformat.read(SOURCE_NOTEBOOK, 4).cells
-             if "nbgrader" in c.metadata}
+    cells = graded_cells()
     checks = all_checks()
     assert set(PART1_TEST_POINTS) <= set(checks)
     for grade_id, points in PART1_TEST_POINTS.items():
@@ -74,8 +34,7 @@ def test_checks_match_the_part1_test_cells_and_points():
 
 
 def test_catalogue_is_large_enough_and_names_real_cells():
-    cells = {c.metadata["nbgrader"]["grade_id"]: c for c in nbformat.read(SOURCE_NOTEBOOK, 4).cells
-             if "nbgrader" in c.metadata}
+    cells = graded_cells()
     assert len(MUTANTS) >= 14 and len(VARIANTS) >= 5
     replaced = [(m["grade_id"], m["source"]) for m in MUTANTS.values()]
     replaced += [item for variant in VARIANTS.values() for item in variant.items()]
@@ -105,30 +64,12 @@ def test_solution_gets_full_marks(solution, context, grade_id):
 
 @pytest.mark.parametrize("name", sorted(MUTANTS))
 def test_mutant_loses_points_on_its_own_test_only(solution, context, name):
-    mutant = MUTANTS[name]
-    namespace = namespace_with(solution, {mutant["grade_id"]: mutant["source"]})
-    for grade_id in affected_checks(solution, [mutant["grade_id"]]):
-        result = run_check(grade_id, namespace, context)
-        if grade_id == mutant["loses"]:
-            assert result.score < result.max_score, f"{name} keeps full marks:\n{result.feedback}"
-            assert result.status in ("failed", "error")
-            assert "internal error" not in result.feedback, result.feedback
-            if result.status == "failed":
-                assert "expected:" in result.feedback and "seen:" in result.feedback, result.feedback
-            else:
-                assert "raised" in result.feedback, result.feedback
-        else:
-            assert result.status == "passed", f"{name} also loses points on {grade_id}:\n{result.feedback}"
+    assert_mutant_loses_on_its_own_test_only(name, MUTANTS[name], solution, context)
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_correct_variant_gets_full_marks(solution, context, name):
-    namespace = namespace_with(solution, VARIANTS[name])
-    checked = affected_checks(solution, VARIANTS[name])
-    assert checked
-    for grade_id in checked:
-        result = run_check(grade_id, namespace, context)
-        assert result.status == "passed", f"{name} on {grade_id}:\n{result.feedback}"
+    assert_variant_gets_full_marks(name, VARIANTS[name], solution, context)
 
 
 def pipeline_loss(namespace, context):

@@ -5,65 +5,24 @@ points on every other check that can reach the function it replaces; a variant g
 """
 import math
 import sys
-import types
 
-import nbformat
 import pytest
 
-from autograder.checks import CheckContext, all_checks, grade_cell, run_check
+from catalogue import assert_mutant_loses_on_its_own_test_only, assert_variant_gets_full_marks, graded_cells
+from autograder.checks import all_checks, grade_cell, run_check
 from autograder.checks.part2 import CHECKS
 from autograder.mutants import MUTANTS, PART2_MUTANTS, PART2_VARIANTS, VARIANTS, namespace_with
-from autograder.notebook import load_namespace, offline_env
-from autograder.release import RELEASE_NOTEBOOK, SOURCE_NOTEBOOK
+from autograder.notebook import load_namespace
+from autograder.release import RELEASE_NOTEBOOK
 
 PART2_TEST_POINTS = {
     "test_to_implicit_prompt_preferences": 0.5, "test_reward_model": 0.5, "test_ppo": 2, "test_logprob_analysis": 0.5,
 }
 
 
-@pytest.fixture(scope="module")
-def env(fixtures, tmp_path_factory):
-    return offline_env(fixtures, tmp_path_factory.mktemp("outputs"), "fast")
-
-
-@pytest.fixture(scope="module")
-def solution(env):
-    return load_namespace(SOURCE_NOTEBOOK, env)
-
-
-@pytest.fixture(scope="module")
-def context(fixtures):
-    return CheckContext(fixtures.tiny)
-
-
-@pytest.fixture(scope="module")
-def graded_cells():
-    return {c.metadata["nbgrader"]["grade_id"]: c for c in nbformat.read(SOURCE_NOTEBOOK, 4).cells
-            if "nbgrader" in c.metadata}
-
-
-def called_names(namespace: dict, names) -> set[str]:
-    """The notebook functions `names` call, directly or through one another (names in their code objects)."""
-    found, todo = set(), list(names)
-    while todo:
-        name = todo.pop()
-        function = namespace.get(name)
-        if name in found or not isinstance(function, types.FunctionType):
-            continue
-        found.add(name)
-        while hasattr(function, "__wrapped__"):  # @torch.no_grad() and friends
-            function = function.__wrapped__
-        codes = [function.__code__]
-        while codes:
-            code = codes.pop()
-            todo.extend(code.co_names)
-            codes.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
-    return found
-
-
-def checks_reaching(solution: dict, cells) -> list[str]:
-    return [grade_id for grade_id, check in all_checks().items()
-            if called_names(solution, check.functions) & set(cells)]
+@pytest.fixture(scope="module", name="graded_cells")
+def graded_cells_fixture():
+    return graded_cells()
 
 
 # ---------------------------------------------------------------- the catalogue itself
@@ -101,33 +60,15 @@ def test_solution_gets_full_marks(solution, context, grade_id):
 
 @pytest.mark.parametrize("name", sorted(PART2_MUTANTS))
 def test_mutant_loses_points_on_its_own_test_only(solution, context, name):
-    mutant = PART2_MUTANTS[name]
-    namespace = namespace_with(solution, {mutant["grade_id"]: mutant["source"]})
-    affected = checks_reaching(solution, [mutant["grade_id"]])
-    assert mutant["loses"] in affected
-    for grade_id in affected:
-        result = run_check(grade_id, namespace, context)
-        if grade_id == mutant["loses"]:
-            assert result.score < result.max_score, f"{name} keeps full marks:\n{result.feedback}"
-            assert result.score > 0 or grade_id != "test_ppo", f"{name} loses all of test_ppo:\n{result.feedback}"
-            assert result.status in ("failed", "error")
-            assert "internal error" not in result.feedback, result.feedback
-            if result.status == "failed":
-                assert "expected:" in result.feedback and "seen:" in result.feedback, result.feedback
-            else:
-                assert "raised" in result.feedback, result.feedback
-        else:
-            assert result.status == "passed", f"{name} also loses points on {grade_id}:\n{result.feedback}"
+    results = assert_mutant_loses_on_its_own_test_only(name, PART2_MUTANTS[name], solution, context)
+    ppo = results.get("test_ppo")
+    assert ppo is None or ppo.score > 0, f"{name} loses all of test_ppo:\n{ppo.feedback}"
 
 
 @pytest.mark.parametrize("name", sorted(PART2_VARIANTS))
 def test_correct_variant_gets_full_marks(solution, context, name):
-    namespace = namespace_with(solution, PART2_VARIANTS[name])
-    checked = checks_reaching(solution, PART2_VARIANTS[name])
+    checked = assert_variant_gets_full_marks(name, PART2_VARIANTS[name], solution, context)
     assert set(checked) & set(PART2_TEST_POINTS)
-    for grade_id in checked:
-        result = run_check(grade_id, namespace, context)
-        assert result.status == "passed", f"{name} on {grade_id}:\n{result.feedback}"
 
 
 def test_a_part1_bug_does_not_cost_points_in_the_analysis(solution, context):

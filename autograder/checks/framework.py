@@ -80,7 +80,7 @@ def student_frame(error: BaseException) -> str:
     frames = traceback.extract_tb(error.__traceback__)
     grader_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     notebook = [f for f in frames if "site-packages" not in f.filename and not f.filename.startswith(grader_dir)
-                and "/lib/python" not in f.filename]
+                and "/lib/python" not in f.filename and f.filename not in ("<string>", "<frozen runpy>")]
     if not notebook:
         return ""
     frame = notebook[-1]
@@ -164,6 +164,7 @@ class Check:
     points: float
     functions: tuple[str, ...]  # the notebook functions it grades, in the order students write them
     cases: list[Case] = field(default_factory=list)
+    extra_credit: bool = False  # a starred task: its points come on top of the homework's maximum
 
     def case(self, name: str, weight: float = 1.0):
         """Decorator that appends a case to this check."""

@@ -44,10 +44,12 @@ if "google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:
     %pip install --quiet "trl==1.12.0" "transformers>=5.0,<6" "datasets>=3.0" "huggingface_hub>=1.0" wandb matplotlib
 
 # %% tags=["library"] kind="readonly" id="imports"
+import contextlib
 import inspect
 import math
 import os
 import random
+import sys
 import warnings
 from collections.abc import Callable
 from functools import partial
@@ -81,6 +83,24 @@ def todo():
     """Marks the places you have to fill in. It fails with the name and line of the unfinished function."""
     caller = inspect.stack()[1]
     raise NotImplementedError(f"TODO in `{caller.function}` (line {caller.lineno}): this part is not written yet")
+
+
+@contextlib.contextmanager
+def visible_checks():
+    """Wraps the visible tests of a test cell: a failed assert stops the cell and says what was expected.
+
+    When nbgrader grades the notebook, a failure is printed instead and the hidden tests after the block
+    decide the cell's points, exactly as the course's grading tool does. Output on stderr (warnings) goes to
+    stdout there, because nbgrader gives no points to a test cell that wrote to stderr.
+    """
+    if os.environ.get("NBGRADER_EXECUTION") != "autograde":
+        yield
+        return
+    try:
+        with contextlib.redirect_stderr(sys.stdout):
+            yield
+    except Exception as error:  # noqa: BLE001 (the hidden tests report it with more detail)
+        print(f"A visible test failed ({type(error).__name__}: {error}); the hidden tests decide the points.")
 
 
 def disable_dropout_in_model(model: torch.nn.Module) -> None:

@@ -99,22 +99,23 @@ dataset[0]
 # ```
 
 # %% kind="test" id="test_apply_chat_template" points=0.2
-_example = {"prompt": "Do you like rainy days?", "chosen": "I love them! ☔", "rejected": "As an AI, I do not."}
-_formatted = apply_chat_template(_example, tokenizer)
-assert isinstance(_formatted, dict) and {"prompt", "chosen", "rejected"} <= set(_formatted), (
-    f"expected a dict with 'prompt', 'chosen' and 'rejected', got {_formatted!r}"
-)
-_generation_prompt = tokenizer.apply_chat_template(
-    [{"role": "user", "content": _example["prompt"]}], tokenize=False, add_generation_prompt=True
-)
-assert _formatted["prompt"] == _generation_prompt, (
-    f"the prompt should be the user turn plus the generation prompt:\nexpected {_generation_prompt!r}\n"
-    f"got      {_formatted['prompt']!r}"
-)
-assert _formatted["chosen"].startswith("I love them!") and tokenizer.eos_token in _formatted["chosen"], (
-    f"'chosen' should start with the answer and contain the end-of-turn token, got {_formatted['chosen']!r}"
-)
-print("apply_chat_template looks right")
+with visible_checks():
+    _example = {"prompt": "Do you like rainy days?", "chosen": "I love them! ☔", "rejected": "As an AI, I do not."}
+    _formatted = apply_chat_template(_example, tokenizer)
+    assert isinstance(_formatted, dict) and {"prompt", "chosen", "rejected"} <= set(_formatted), (
+        f"expected a dict with 'prompt', 'chosen' and 'rejected', got {_formatted!r}"
+    )
+    _generation_prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": _example["prompt"]}], tokenize=False, add_generation_prompt=True
+    )
+    assert _formatted["prompt"] == _generation_prompt, (
+        f"the prompt should be the user turn plus the generation prompt:\nexpected {_generation_prompt!r}\n"
+        f"got      {_formatted['prompt']!r}"
+    )
+    assert _formatted["chosen"].startswith("I love them!") and tokenizer.eos_token in _formatted["chosen"], (
+        f"'chosen' should start with the answer and contain the end-of-turn token, got {_formatted['chosen']!r}"
+    )
+    print("apply_chat_template looks right")
 
 ### BEGIN HIDDEN TESTS
 from autograder.checks import grade_cell
@@ -185,19 +186,20 @@ dataset = dataset.map(
 dataset
 
 # %% kind="test" id="test_tokenize_row" points=0.2
-_row = tokenize_row(
-    {"prompt": "one two three four five", "chosen": "six seven eight", "rejected": "nine ten"},
-    tokenizer, max_prompt_length=2, max_completion_length=1,
-)
-_prompt_ids = tokenizer("one two three four five", add_special_tokens=False)["input_ids"]
-assert list(_row["prompt_input_ids"]) == _prompt_ids[-2:], (
-    f"the prompt should keep its LAST 2 tokens {_prompt_ids[-2:]}, got {list(_row['prompt_input_ids'])}"
-)
-_chosen_ids = tokenizer("six seven eight", add_special_tokens=False)["input_ids"]
-assert list(_row["chosen_input_ids"]) == _chosen_ids[:1], (
-    f"'chosen' should keep its FIRST token {_chosen_ids[:1]}, got {list(_row['chosen_input_ids'])}"
-)
-print("tokenize_row looks right")
+with visible_checks():
+    _row = tokenize_row(
+        {"prompt": "one two three four five", "chosen": "six seven eight", "rejected": "nine ten"},
+        tokenizer, max_prompt_length=2, max_completion_length=1,
+    )
+    _prompt_ids = tokenizer("one two three four five", add_special_tokens=False)["input_ids"]
+    assert list(_row["prompt_input_ids"]) == _prompt_ids[-2:], (
+        f"the prompt should keep its LAST 2 tokens {_prompt_ids[-2:]}, got {list(_row['prompt_input_ids'])}"
+    )
+    _chosen_ids = tokenizer("six seven eight", add_special_tokens=False)["input_ids"]
+    assert list(_row["chosen_input_ids"]) == _chosen_ids[:1], (
+        f"'chosen' should keep its FIRST token {_chosen_ids[:1]}, got {list(_row['chosen_input_ids'])}"
+    )
+    print("tokenize_row looks right")
 
 ### BEGIN HIDDEN TESTS
 from autograder.checks import grade_cell
@@ -253,15 +255,16 @@ def pad(tensors: list[torch.Tensor], padding_value: int = 0, padding_side: str =
 
 
 # %% kind="test" id="test_pad" points=0.1
-_padded_right = pad([torch.tensor([1, 2, 3]), torch.tensor([4])], padding_value=0, padding_side="right")
-assert torch.equal(_padded_right, torch.tensor([[1, 2, 3], [4, 0, 0]])), (
-    f"right padding of [1, 2, 3] and [4] should give [[1, 2, 3], [4, 0, 0]], got {_padded_right.tolist()}"
-)
-_padded_left = pad([torch.tensor([1, 2, 3]), torch.tensor([4])], padding_value=9, padding_side="left")
-assert torch.equal(_padded_left, torch.tensor([[1, 2, 3], [9, 9, 4]])), (
-    f"left padding with 9 should give [[1, 2, 3], [9, 9, 4]], got {_padded_left.tolist()}"
-)
-print("pad looks right")
+with visible_checks():
+    _padded_right = pad([torch.tensor([1, 2, 3]), torch.tensor([4])], padding_value=0, padding_side="right")
+    assert torch.equal(_padded_right, torch.tensor([[1, 2, 3], [4, 0, 0]])), (
+        f"right padding of [1, 2, 3] and [4] should give [[1, 2, 3], [4, 0, 0]], got {_padded_right.tolist()}"
+    )
+    _padded_left = pad([torch.tensor([1, 2, 3]), torch.tensor([4])], padding_value=9, padding_side="left")
+    assert torch.equal(_padded_left, torch.tensor([[1, 2, 3], [9, 9, 4]])), (
+        f"left padding with 9 should give [[1, 2, 3], [9, 9, 4]], got {_padded_left.tolist()}"
+    )
+    print("pad looks right")
 
 ### BEGIN HIDDEN TESTS
 from autograder.checks import grade_cell
@@ -314,19 +317,20 @@ dataloader = make_dataloader(dataset, tokenizer, batch_size=2)
 next(iter(dataloader))
 
 # %% kind="test" id="test_pad_collate_fn" points=0.2
-_batch = next(iter(make_dataloader(dataset.select(range(4)), tokenizer, batch_size=4, shuffle=False)))
-_keys = {f"{k}_{s}" for k in ("prompt", "chosen", "rejected") for s in ("input_ids", "attn_mask")}
-assert set(_batch) == _keys, f"expected the keys {sorted(_keys)}, got {sorted(_batch)}"
-for _key in ("prompt", "chosen", "rejected"):
-    _ids, _mask = _batch[f"{_key}_input_ids"], _batch[f"{_key}_attn_mask"]
-    assert _ids.shape == _mask.shape and _ids.shape[0] == 4, (
-        f"{_key}: ids {tuple(_ids.shape)} and mask {tuple(_mask.shape)} should both be [4, length]"
-    )
-    _lengths = [len(dataset[i][f"{_key}_input_ids"]) for i in range(4)]
-    assert _mask.sum(-1).tolist() == _lengths, f"{_key}: the mask should count {_lengths} real tokens"
-assert (_batch["prompt_attn_mask"][:, -1] == 1).all(), "prompts must be padded on the LEFT (last column all 1)"
-assert (_batch["chosen_attn_mask"][:, 0] == 1).all(), "answers must be padded on the RIGHT (first column all 1)"
-print("pad_collate_fn looks right")
+with visible_checks():
+    _batch = next(iter(make_dataloader(dataset.select(range(4)), tokenizer, batch_size=4, shuffle=False)))
+    _keys = {f"{k}_{s}" for k in ("prompt", "chosen", "rejected") for s in ("input_ids", "attn_mask")}
+    assert set(_batch) == _keys, f"expected the keys {sorted(_keys)}, got {sorted(_batch)}"
+    for _key in ("prompt", "chosen", "rejected"):
+        _ids, _mask = _batch[f"{_key}_input_ids"], _batch[f"{_key}_attn_mask"]
+        assert _ids.shape == _mask.shape and _ids.shape[0] == 4, (
+            f"{_key}: ids {tuple(_ids.shape)} and mask {tuple(_mask.shape)} should both be [4, length]"
+        )
+        _lengths = [len(dataset[i][f"{_key}_input_ids"]) for i in range(4)]
+        assert _mask.sum(-1).tolist() == _lengths, f"{_key}: the mask should count {_lengths} real tokens"
+    assert (_batch["prompt_attn_mask"][:, -1] == 1).all(), "prompts must be padded on the LEFT (last column all 1)"
+    assert (_batch["chosen_attn_mask"][:, 0] == 1).all(), "answers must be padded on the RIGHT (first column all 1)"
+    print("pad_collate_fn looks right")
 
 ### BEGIN HIDDEN TESTS
 from autograder.checks import grade_cell
@@ -372,21 +376,22 @@ def dpo_loss(
     ### END SOLUTION
 
 # %% kind="test" id="test_dpo_loss" points=1
-_zeros = torch.zeros(3)
-_loss, _acc, _margin = dpo_loss(_zeros, _zeros, _zeros, _zeros, beta=0.1)
-assert torch.isclose(_loss, torch.tensor(math.log(2))), (
-    f"with equal log-probs every margin is 0 and the loss is -log sigmoid(0) = log 2 = 0.6931, got {float(_loss):.4f}"
-)
-_loss, _acc, _margin = dpo_loss(
-    torch.tensor([-1.0, -2.0]), torch.tensor([-3.0, -1.0]), torch.tensor([-2.0, -2.0]), torch.tensor([-2.0, -2.0]),
-    beta=0.5,
-)
-# rewards: chosen [0.5, 0.0], rejected [-0.5, 0.5] -> margins [1.0, -0.5]
-_expected = -(F.logsigmoid(torch.tensor(1.0)) + F.logsigmoid(torch.tensor(-0.5))) / 2
-assert torch.isclose(_loss, _expected, atol=1e-5), f"expected loss {float(_expected):.4f}, got {float(_loss):.4f}"
-assert torch.isclose(_acc, torch.tensor(0.5)), f"one of two pairs is ranked right: expected accuracy 0.5, got {float(_acc)}"
-assert torch.isclose(_margin, torch.tensor(0.25)), f"margins are [1.0, -0.5]: expected mean 0.25, got {float(_margin)}"
-print("dpo_loss looks right")
+with visible_checks():
+    _zeros = torch.zeros(3)
+    _loss, _acc, _margin = dpo_loss(_zeros, _zeros, _zeros, _zeros, beta=0.1)
+    assert torch.isclose(_loss, torch.tensor(math.log(2))), (
+        f"with equal log-probs every margin is 0 and the loss is -log sigmoid(0) = log 2 = 0.6931, got {float(_loss):.4f}"
+    )
+    _loss, _acc, _margin = dpo_loss(
+        torch.tensor([-1.0, -2.0]), torch.tensor([-3.0, -1.0]), torch.tensor([-2.0, -2.0]), torch.tensor([-2.0, -2.0]),
+        beta=0.5,
+    )
+    # rewards: chosen [0.5, 0.0], rejected [-0.5, 0.5] -> margins [1.0, -0.5]
+    _expected = -(F.logsigmoid(torch.tensor(1.0)) + F.logsigmoid(torch.tensor(-0.5))) / 2
+    assert torch.isclose(_loss, _expected, atol=1e-5), f"expected loss {float(_expected):.4f}, got {float(_loss):.4f}"
+    assert torch.isclose(_acc, torch.tensor(0.5)), f"one of two pairs is ranked right: expected accuracy 0.5, got {float(_acc)}"
+    assert torch.isclose(_margin, torch.tensor(0.25)), f"margins are [1.0, -0.5]: expected mean 0.25, got {float(_margin)}"
+    print("dpo_loss looks right")
 
 ### BEGIN HIDDEN TESTS
 from autograder.checks import grade_cell
@@ -431,20 +436,21 @@ def get_log_prob(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor)
     ### END SOLUTION
 
 # %% kind="test" id="test_get_log_prob" points=1
-torch.manual_seed(0)
-_logits = torch.randn(2, 4, 7)
-_labels = torch.randint(0, 7, (2, 4))
-_mask = torch.tensor([[0, 0, 1, 1], [0, 1, 1, 0]])
-_result = get_log_prob(_logits, _labels, _mask)
-_log_probs = torch.log_softmax(_logits, dim=-1)
-_expected = torch.stack([
-    sum(_log_probs[b, t - 1, _labels[b, t]] for t in range(1, 4) if _mask[b, t] == 1) for b in range(2)
-])
-assert _result.shape == (2,), f"expected one log-prob per sequence, shape (2,), got {tuple(_result.shape)}"
-assert torch.allclose(_result, _expected, atol=1e-5), (
-    f"expected {_expected.tolist()}, got {_result.tolist()}. Check the shift: logits[:, t - 1] score labels[:, t]."
-)
-print("get_log_prob looks right")
+with visible_checks():
+    torch.manual_seed(0)
+    _logits = torch.randn(2, 4, 7)
+    _labels = torch.randint(0, 7, (2, 4))
+    _mask = torch.tensor([[0, 0, 1, 1], [0, 1, 1, 0]])
+    _result = get_log_prob(_logits, _labels, _mask)
+    _log_probs = torch.log_softmax(_logits, dim=-1)
+    _expected = torch.stack([
+        sum(_log_probs[b, t - 1, _labels[b, t]] for t in range(1, 4) if _mask[b, t] == 1) for b in range(2)
+    ])
+    assert _result.shape == (2,), f"expected one log-prob per sequence, shape (2,), got {tuple(_result.shape)}"
+    assert torch.allclose(_result, _expected, atol=1e-5), (
+        f"expected {_expected.tolist()}, got {_result.tolist()}. Check the shift: logits[:, t - 1] score labels[:, t]."
+    )
+    print("get_log_prob looks right")
 
 ### BEGIN HIDDEN TESTS
 from autograder.checks import grade_cell
@@ -530,20 +536,21 @@ def dpo_batch_loss(
     ### END SOLUTION
 
 # %% kind="test" id="test_dpo_training" points=2
-_prompt = torch.tensor([[0, 5, 6], [7, 8, 9]])
-_prompt_mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
-_answer = torch.tensor([[10, 11, 0], [12, 0, 0]])
-_answer_mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
-_ids, _attn, _loss_mask = concat_prompt_completion(_prompt, _prompt_mask, _answer, _answer_mask, max_seq_len=5)
-assert _ids.tolist() == [[0, 5, 6, 10, 11], [7, 8, 9, 12, 0]], (
-    f"expected the prompt followed by the answer, cut to 5 positions at the end; got {_ids.tolist()}"
-)
-assert _attn.tolist() == [[0, 1, 1, 1, 1], [1, 1, 1, 1, 0]], f"attention mask: got {_attn.tolist()}"
-assert _loss_mask.tolist() == [[0, 0, 0, 1, 1], [0, 0, 0, 1, 0]], (
-    f"the loss mask should be 1 on answer tokens only: expected [[0, 0, 0, 1, 1], [0, 0, 0, 1, 0]], got "
-    f"{_loss_mask.tolist()}"
-)
-print("concat_prompt_completion looks right")
+with visible_checks():
+    _prompt = torch.tensor([[0, 5, 6], [7, 8, 9]])
+    _prompt_mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    _answer = torch.tensor([[10, 11, 0], [12, 0, 0]])
+    _answer_mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    _ids, _attn, _loss_mask = concat_prompt_completion(_prompt, _prompt_mask, _answer, _answer_mask, max_seq_len=5)
+    assert _ids.tolist() == [[0, 5, 6, 10, 11], [7, 8, 9, 12, 0]], (
+        f"expected the prompt followed by the answer, cut to 5 positions at the end; got {_ids.tolist()}"
+    )
+    assert _attn.tolist() == [[0, 1, 1, 1, 1], [1, 1, 1, 1, 0]], f"attention mask: got {_attn.tolist()}"
+    assert _loss_mask.tolist() == [[0, 0, 0, 1, 1], [0, 0, 0, 1, 0]], (
+        f"the loss mask should be 1 on answer tokens only: expected [[0, 0, 0, 1, 1], [0, 0, 0, 1, 0]], got "
+        f"{_loss_mask.tolist()}"
+    )
+    print("concat_prompt_completion looks right")
 
 ### BEGIN HIDDEN TESTS
 from autograder.checks import grade_cell

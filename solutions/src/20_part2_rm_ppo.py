@@ -134,18 +134,19 @@ def to_implicit_prompt_preferences(example: dict[str, str]) -> dict[str, list[di
     ### END SOLUTION
 
 # %% kind="test" id="test_to_implicit_prompt_preferences" points=0.5
-_example = {"prompt": "Is tea better than coffee?", "chosen": "Tea, always! 🍵", "rejected": "As an AI, I cannot say."}
-_pair = to_implicit_prompt_preferences(_example)
-assert isinstance(_pair, dict) and set(_pair) == {"chosen", "rejected"}, (
-    f"expected a dict with exactly the keys 'chosen' and 'rejected' (the prompt lives inside them), got {_pair!r}"
-)
-for _answer in ("chosen", "rejected"):
-    _expected = [
-        {"role": "user", "content": _example["prompt"]},
-        {"role": "assistant", "content": _example[_answer]},
-    ]
-    assert _pair[_answer] == _expected, f"'{_answer}' should be\n{_expected}\ngot\n{_pair[_answer]}"
-print("to_implicit_prompt_preferences looks right")
+with visible_checks():
+    _example = {"prompt": "Is tea better than coffee?", "chosen": "Tea, always! 🍵", "rejected": "As an AI, I cannot say."}
+    _pair = to_implicit_prompt_preferences(_example)
+    assert isinstance(_pair, dict) and set(_pair) == {"chosen", "rejected"}, (
+        f"expected a dict with exactly the keys 'chosen' and 'rejected' (the prompt lives inside them), got {_pair!r}"
+    )
+    for _answer in ("chosen", "rejected"):
+        _expected = [
+            {"role": "user", "content": _example["prompt"]},
+            {"role": "assistant", "content": _example[_answer]},
+        ]
+        assert _pair[_answer] == _expected, f"'{_answer}' should be\n{_expected}\ngot\n{_pair[_answer]}"
+    print("to_implicit_prompt_preferences looks right")
 
 ### BEGIN HIDDEN TESTS
 from autograder.checks import grade_cell
@@ -410,32 +411,33 @@ for _key, _value in RM_SAMPLE.items():
     print(f"{_key:>16}: {_value}")
 
 # %% kind="test" id="test_reward_model" points=0.5
-with quietly():
-    _rm = build_reward_model(MODEL_ID, reward_tokenizer)
-assert isinstance(_rm, PreTrainedModel) and type(_rm).__name__.endswith("ForSequenceClassification"), (
-    f"build a sequence classifier with AutoModelForSequenceClassification, got {type(_rm).__name__}"
-)
-assert _rm.config.num_labels == 1, f"a reward model outputs one number: num_labels should be 1, got {_rm.config.num_labels}"
-assert _rm.config.pad_token_id == reward_tokenizer.pad_token_id, (
-    f"set model.config.pad_token_id to the tokenizer's pad token id {reward_tokenizer.pad_token_id}, "
-    f"got {_rm.config.pad_token_id}"
-)
-assert next(_rm.parameters()).dtype == torch.float32, "load the reward model in float32"
-del _rm
-_question = {"role": "user", "content": "What do you think about rainy days?"}
-_scores = reward_scores(reward_model, reward_tokenizer, [
-    [_question, {"role": "assistant", "content": "I love them! ☔ Cozy blankets and tea 😊"}],
-    [_question, {"role": "assistant", "content": "As an AI, I do not experience weather."}],
-])
-assert abs(float(_scores[0] - _scores[1])) > 1e-6, (
-    "two different answers to the same question got the same reward: the score is read from the prompt, not "
-    "the answer. Check the pad token and config.pad_token_id"
-)
-if PROFILE != "fast":
-    assert RM_METRICS["accuracy"] >= 0.8, (
-        f"held-out pairwise accuracy is {RM_METRICS['accuracy']:.2f}; a trained reward model should reach 0.8"
+with visible_checks():
+    with quietly():
+        _rm = build_reward_model(MODEL_ID, reward_tokenizer)
+    assert isinstance(_rm, PreTrainedModel) and type(_rm).__name__.endswith("ForSequenceClassification"), (
+        f"build a sequence classifier with AutoModelForSequenceClassification, got {type(_rm).__name__}"
     )
-print("the reward model looks right")
+    assert _rm.config.num_labels == 1, f"a reward model outputs one number: num_labels should be 1, got {_rm.config.num_labels}"
+    assert _rm.config.pad_token_id == reward_tokenizer.pad_token_id, (
+        f"set model.config.pad_token_id to the tokenizer's pad token id {reward_tokenizer.pad_token_id}, "
+        f"got {_rm.config.pad_token_id}"
+    )
+    assert next(_rm.parameters()).dtype == torch.float32, "load the reward model in float32"
+    del _rm
+    _question = {"role": "user", "content": "What do you think about rainy days?"}
+    _scores = reward_scores(reward_model, reward_tokenizer, [
+        [_question, {"role": "assistant", "content": "I love them! ☔ Cozy blankets and tea 😊"}],
+        [_question, {"role": "assistant", "content": "As an AI, I do not experience weather."}],
+    ])
+    assert abs(float(_scores[0] - _scores[1])) > 1e-6, (
+        "two different answers to the same question got the same reward: the score is read from the prompt, not "
+        "the answer. Check the pad token and config.pad_token_id"
+    )
+    if PROFILE != "fast":
+        assert RM_METRICS["accuracy"] >= 0.8, (
+            f"held-out pairwise accuracy is {RM_METRICS['accuracy']:.2f}; a trained reward model should reach 0.8"
+        )
+    print("the reward model looks right")
 
 ### BEGIN HIDDEN TESTS
 from autograder.checks import grade_cell
@@ -658,37 +660,38 @@ if ENABLE_WANDB:
     wandb.finish()
 
 # %% kind="test" id="test_ppo" points=2
-_prompt_ids = tokenize_prompt({"prompt": "Any plans for the weekend?"}, ppo_tokenizer)["input_ids"]
-_generation_prompt = ppo_tokenizer.apply_chat_template(
-    [{"role": "user", "content": "Any plans for the weekend?"}], add_generation_prompt=True, tokenize=False
-)
-assert isinstance(_prompt_ids, list) and all(isinstance(_id, int) for _id in _prompt_ids), (
-    f"tokenize_prompt should return a flat list of ints under 'input_ids', got {type(_prompt_ids).__name__}: "
-    f"{str(_prompt_ids)[:200]}"
-)
-assert ppo_tokenizer.decode(_prompt_ids) == _generation_prompt, (
-    f"the prompt should be the chat-formatted user turn plus the generation prompt:\n"
-    f"expected {_generation_prompt!r}\ngot      {ppo_tokenizer.decode(_prompt_ids)!r}"
-)
-assert type(policy).__name__.endswith("ForCausalLM") and type(ref_policy).__name__.endswith("ForCausalLM"), (
-    "policy and ref_policy should be causal language models (AutoModelForCausalLM)"
-)
-for _name, _model in (("value_model", value_model), ("reward_model", reward_model)):
-    assert type(_model).__name__.endswith("ForSequenceClassification") and _model.config.num_labels == 1, (
-        f"{_name} should be loaded from your reward model: a sequence classifier with one output"
+with visible_checks():
+    _prompt_ids = tokenize_prompt({"prompt": "Any plans for the weekend?"}, ppo_tokenizer)["input_ids"]
+    _generation_prompt = ppo_tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Any plans for the weekend?"}], add_generation_prompt=True, tokenize=False
     )
-assert not any(p.requires_grad for p in reward_model.parameters()), "freeze the reward model (requires_grad_(False))"
-assert not any(p.requires_grad for p in ref_policy.parameters()), "freeze the reference policy (requires_grad_(False))"
-_args = ppo_trainer.args
-assert (_args.bf16, _args.fp16) == (trainer_precision()["bf16"], trainer_precision()["fp16"]), (
-    f"precision flags should follow the device {DEVICE}: expected {trainer_precision()}, "
-    f"got bf16={_args.bf16} fp16={_args.fp16}"
-)
-assert ppo_trainer.stop_token_id == ppo_tokenizer.eos_token_id, "answers should stop at the end-of-turn token"
-assert ppo_trainer.state.global_step >= 1, "the PPO trainer has not made any update: did trainer.train() run?"
-_moved = any(not torch.equal(p, q.to(p.device)) for p, q in zip(policy.parameters(), ref_policy.parameters()))
-assert _moved, "after training the policy is still identical to the reference policy: is `policy` the trained model?"
-print("PPO looks right")
+    assert isinstance(_prompt_ids, list) and all(isinstance(_id, int) for _id in _prompt_ids), (
+        f"tokenize_prompt should return a flat list of ints under 'input_ids', got {type(_prompt_ids).__name__}: "
+        f"{str(_prompt_ids)[:200]}"
+    )
+    assert ppo_tokenizer.decode(_prompt_ids) == _generation_prompt, (
+        f"the prompt should be the chat-formatted user turn plus the generation prompt:\n"
+        f"expected {_generation_prompt!r}\ngot      {ppo_tokenizer.decode(_prompt_ids)!r}"
+    )
+    assert type(policy).__name__.endswith("ForCausalLM") and type(ref_policy).__name__.endswith("ForCausalLM"), (
+        "policy and ref_policy should be causal language models (AutoModelForCausalLM)"
+    )
+    for _name, _model in (("value_model", value_model), ("reward_model", reward_model)):
+        assert type(_model).__name__.endswith("ForSequenceClassification") and _model.config.num_labels == 1, (
+            f"{_name} should be loaded from your reward model: a sequence classifier with one output"
+        )
+    assert not any(p.requires_grad for p in reward_model.parameters()), "freeze the reward model (requires_grad_(False))"
+    assert not any(p.requires_grad for p in ref_policy.parameters()), "freeze the reference policy (requires_grad_(False))"
+    _args = ppo_trainer.args
+    assert (_args.bf16, _args.fp16) == (trainer_precision()["bf16"], trainer_precision()["fp16"]), (
+        f"precision flags should follow the device {DEVICE}: expected {trainer_precision()}, "
+        f"got bf16={_args.bf16} fp16={_args.fp16}"
+    )
+    assert ppo_trainer.stop_token_id == ppo_tokenizer.eos_token_id, "answers should stop at the end-of-turn token"
+    assert ppo_trainer.state.global_step >= 1, "the PPO trainer has not made any update: did trainer.train() run?"
+    _moved = any(not torch.equal(p, q.to(p.device)) for p, q in zip(policy.parameters(), ref_policy.parameters()))
+    assert _moved, "after training the policy is still identical to the reference policy: is `policy` the trained model?"
+    print("PPO looks right")
 
 ### BEGIN HIDDEN TESTS
 from autograder.checks import grade_cell

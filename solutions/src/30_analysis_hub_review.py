@@ -80,26 +80,27 @@ def sequence_log_probs(
     ### END SOLUTION
 
 # %% kind="test" id="test_logprob_analysis" points=0.5
-_texts = ["Paris is the capital of France.", "Hi", "The mitochondria is the powerhouse of the cell, they say."]
-with quietly():
-    _lm = load_causal_lm(MODEL_ID, trainable=False)
-    _tokenizer = load_tokenizer(MODEL_ID)
-_result = sequence_log_probs(_lm, _tokenizer, _texts, batch_size=2)
-assert set(_result) >= {"total", "mean", "num_tokens"}, f"expected keys total, mean, num_tokens; got {sorted(_result)}"
-for _i, _text in enumerate(_texts):
-    _ids = _tokenizer(_text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(_lm.device)
-    with torch.no_grad():
-        _log_probs = torch.log_softmax(_lm(input_ids=_ids).logits[0].float(), dim=-1)
-    _expected = sum(float(_log_probs[t - 1, _ids[0, t]]) for t in range(1, _ids.shape[1]))
-    _n = _ids.shape[1] - 1
-    assert abs(float(_result["total"][_i]) - _expected) < 1e-3 * max(1.0, abs(_expected)), (
-        f"text {_i} ({_text!r}): total log-prob should be {_expected:.4f} (scored alone, token by token), got "
-        f"{float(_result['total'][_i]):.4f}. Check the shift, the padding side and the mask"
-    )
-    assert int(_result["num_tokens"][_i]) == _n, f"text {_i}: {_n} tokens are scored, got {_result['num_tokens'][_i]}"
-    assert abs(float(_result["mean"][_i]) - _expected / max(_n, 1)) < 1e-3, f"text {_i}: mean = total / num_tokens"
-del _lm, _tokenizer
-print("sequence_log_probs looks right")
+with visible_checks():
+    _texts = ["Paris is the capital of France.", "Hi", "The mitochondria is the powerhouse of the cell, they say."]
+    with quietly():
+        _lm = load_causal_lm(MODEL_ID, trainable=False)
+        _tokenizer = load_tokenizer(MODEL_ID)
+    _result = sequence_log_probs(_lm, _tokenizer, _texts, batch_size=2)
+    assert set(_result) >= {"total", "mean", "num_tokens"}, f"expected keys total, mean, num_tokens; got {sorted(_result)}"
+    for _i, _text in enumerate(_texts):
+        _ids = _tokenizer(_text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(_lm.device)
+        with torch.no_grad():
+            _log_probs = torch.log_softmax(_lm(input_ids=_ids).logits[0].float(), dim=-1)
+        _expected = sum(float(_log_probs[t - 1, _ids[0, t]]) for t in range(1, _ids.shape[1]))
+        _n = _ids.shape[1] - 1
+        assert abs(float(_result["total"][_i]) - _expected) < 1e-3 * max(1.0, abs(_expected)), (
+            f"text {_i} ({_text!r}): total log-prob should be {_expected:.4f} (scored alone, token by token), got "
+            f"{float(_result['total'][_i]):.4f}. Check the shift, the padding side and the mask"
+        )
+        assert int(_result["num_tokens"][_i]) == _n, f"text {_i}: {_n} tokens are scored, got {_result['num_tokens'][_i]}"
+        assert abs(float(_result["mean"][_i]) - _expected / max(_n, 1)) < 1e-3, f"text {_i}: mean = total / num_tokens"
+    del _lm, _tokenizer
+    print("sequence_log_probs looks right")
 
 ### BEGIN HIDDEN TESTS
 from autograder.checks import grade_cell

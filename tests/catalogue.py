@@ -1,0 +1,73 @@
+"""Helpers for the tests of the mutation catalogue: which checks a replaced cell can reach, and the verdicts
+every mutant (loses points on its own test cell only) and every correct variant (full marks) must get."""
+import types
+
+import nbformat
+
+from autograder.checks import all_checks, run_check
+from autograder.mutants import namespace_with
+from autograder.release import SOURCE_NOTEBOOK
+
+
+def graded_cells() -> dict:
+    """The instructor notebook's nbgrader cells by grade id."""
+    return {c.metadata["nbgrader"]["grade_id"]: c for c in nbformat.read(SOURCE_NOTEBOOK, 4).cells
+            if "nbgrader" in c.metadata}
+
+
+def called_names(namespace: dict, names) -> set[str]:
+    """The notebook functions `names` call, directly or through one another (names in their code objects)."""
+    found, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        function = namespace.get(name)
+        if name in found or not isinstance(function, types.FunctionType):
+            continue
+        found.add(name)
+        while hasattr(function, "__wrapped__"):  # @torch.no_grad() and friends
+            function = function.__wrapped__
+        codes = [function.__code__]
+        while codes:
+            code = codes.pop()
+            todo.extend(code.co_names)
+            codes.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+    return found
+
+
+def checks_reaching(solution: dict, cells) -> list[str]:
+    """Grade ids of the checks whose functions can reach one of the replaced cells' functions; the others
+    cannot be affected by the replacement and are skipped to keep the tests fast."""
+    return [grade_id for grade_id, check in all_checks().items()
+            if called_names(solution, check.functions) & set(cells)]
+
+
+def assert_mutant_loses_on_its_own_test_only(name: str, mutant: dict, solution: dict, context) -> dict:
+    """Grade a mutant (`{"grade_id", "source", "loses"}`) on every check it can reach; returns the results."""
+    namespace = namespace_with(solution, {mutant["grade_id"]: mutant["source"]})
+    affected = checks_reaching(solution, [mutant["grade_id"]])
+    assert mutant["loses"] in affected, f"{name}: no check reaches {mutant['grade_id']}"
+    results = {}
+    for grade_id in affected:
+        result = results[grade_id] = run_check(grade_id, namespace, context)
+        if grade_id != mutant["loses"]:
+            assert result.status == "passed", f"{name} also loses points on {grade_id}:\n{result.feedback}"
+            continue
+        assert result.score < result.max_score, f"{name} keeps full marks:\n{result.feedback}"
+        assert result.status in ("failed", "error")
+        assert "internal error" not in result.feedback, result.feedback
+        if result.status == "failed":
+            assert "expected:" in result.feedback and "seen:" in result.feedback, result.feedback
+        else:
+            assert "raised" in result.feedback, result.feedback
+    return results
+
+
+def assert_variant_gets_full_marks(name: str, replacements: dict[str, str], solution: dict, context) -> list[str]:
+    """Grade a correct variant (cell id -> source) on every check it can reach; returns their grade ids."""
+    namespace = namespace_with(solution, replacements)
+    checked = checks_reaching(solution, replacements)
+    assert checked, f"{name}: no check reaches {sorted(replacements)}"
+    for grade_id in checked:
+        result = run_check(grade_id, namespace, context)
+        assert result.status == "passed", f"{name} on {grade_id}:\n{result.feedback}"
+    return checked
