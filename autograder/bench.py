@@ -462,7 +462,7 @@ def bench_grade(args: argparse.Namespace) -> int:
                 "wall_s": round(wall, 1),
                 "seconds_per_submission": round(sum(seconds) / len(seconds), 1),
                 "submissions_per_hour": round(3600 * len(results) / wall, 1),
-                "all_full_marks": all(r["score"] == r["max_score"] for r in results),
+                "all_full_marks": all(r["score"] == r["max_score"] + r.get("extra_credit_max", 0) for r in results),
             }
     result = {"bench": "grade", "students": args.students, **{f"jobs{j}": run for j, run in runs.items()},
               "load_avg": [round(load_start, 2), round(os.getloadavg()[0], 2)], **machine()}

@@ -116,10 +116,23 @@ def finish_missing(result: dict, tests: dict[str, float], status: str, reason: s
     return result
 
 
+def extra_credit_tests(tests: dict[str, float]) -> set[str]:
+    """The grade ids of the starred tasks: their points come on top of `max_score`."""
+    from autograder.checks import all_checks
+
+    checks = all_checks()
+    return {gid for gid in tests if gid in checks and checks[gid].extra_credit}
+
+
 def grade_one(
-    submission: Submission, tests: dict[str, float], timeout: float, check_timeout: float, memory_gb: float
+    submission: Submission, tests: dict[str, float], timeout: float, check_timeout: float, memory_gb: float,
+    extra_credit: frozenset[str] = frozenset(),
 ) -> dict:
-    """Grade one submission in a sandboxed worker process and return its grading JSON (`tests`: id -> points)."""
+    """Grade one submission in a sandboxed worker process and return its grading JSON (`tests`: id -> points).
+
+    `score` sums every test; `max_score` leaves out the `extra_credit` tests, whose points are summed in
+    `extra_credit_max` and whose entries carry `"extra_credit": true`.
+    """
     drop = can_drop_privileges()
     home = Path(tempfile.mkdtemp(prefix=f"hw2-grade-{submission.student}-"))
     try:
@@ -151,12 +164,15 @@ def grade_one(
         except (OSError, ValueError):
             result = {"tests": {}, "notes": ["the grading process ended before it could start the checks"]}
         result = {
-            "score": 0.0, "max_score": sum(tests.values()),
+            "score": 0.0, "max_score": sum(points for gid, points in tests.items() if gid not in extra_credit),
+            "extra_credit_max": sum(points for gid, points in tests.items() if gid in extra_credit),
             "tests": {gid: entry for gid, entry in result.get("tests", {}).items() if gid in tests},
             "notes": [str(note) for note in result.get("notes", [])][:20],
         }
         result = finish_missing(result, tests, status, reason)
         result["tests"] = {gid: result["tests"][gid] for gid in tests}
+        for gid in extra_credit:
+            result["tests"][gid]["extra_credit"] = True
         result.update(student=submission.student, submission=str(submission.notebook),
                       submission_sha256=digest(submission.notebook), seconds=round(time.perf_counter() - start, 1))
         return result
@@ -166,11 +182,15 @@ def grade_one(
 
 def feedback_markdown(result: dict) -> str:
     lines = [f"# Feedback for {result['student']}", "",
-             f"Automatic score: **{result['score']:g} / {result['max_score']:g}** (manually graded answers not included)", ""]
+             f"Automatic score: **{result['score']:g} / {result['max_score']:g}**"
+             + (f", starred tasks included (up to {result['extra_credit_max']:g} extra points)"
+                if result.get("extra_credit_max") else "")
+             + " (manually graded answers not included)", ""]
     for note in result.get("notes", []):
         lines.append(f"> {note}")
     lines += ["", "| test | score | status |", "| --- | --- | --- |"]
-    lines += [f"| `{gid}` | {t['score']:g} / {t['max_score']:g} | {t['status']} |" for gid, t in result["tests"].items()]
+    lines += [f"| `{gid}`{' (extra credit)' if t.get('extra_credit') else ''} | {t['score']:g} / {t['max_score']:g} "
+              f"| {t['status']} |" for gid, t in result["tests"].items()]
     for gid, test in result["tests"].items():
         lines += ["", f"## {gid}", "", "```", test["feedback"], "```"]
     return "\n".join(lines) + "\n"
@@ -200,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     tests = autograded_tests()
+    extra_credit = frozenset(extra_credit_tests(tests))
     submissions = find_submissions(args.paths)
     if not submissions:
         print("error: no submissions (.ipynb files) found")
@@ -213,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(submissions) - len(todo)} submissions already graded (use --force to grade them again)")
 
     def grade_and_save(submission: Submission) -> dict:
-        result = grade_one(submission, tests, args.timeout, args.check_timeout, args.memory_gb)
+        result = grade_one(submission, tests, args.timeout, args.check_timeout, args.memory_gb, extra_credit)
         (args.out / f"{submission.student}.json").write_text(json.dumps(result, indent=1))
         (args.out / f"{submission.student}.feedback.md").write_text(feedback_markdown(result))
         return result

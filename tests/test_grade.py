@@ -6,6 +6,7 @@ import sys
 import nbformat
 import pytest
 
+from autograder.grade import extra_credit_tests
 from autograder.paths import REPO_ROOT
 from autograder.release import RELEASE_NOTEBOOK
 from autograder.submission import fill_answers, solution_answers, autograded_tests
@@ -75,18 +76,22 @@ def test_cli_exits_zero_and_writes_every_result(graded):
 
 def test_grading_json_schema(graded):
     _, out, _ = graded
-    data = result(out, "perfect")
-    assert set(data) >= {"score", "max_score", "tests"}
-    assert list(data["tests"]) == list(autograded_tests())
+    data, tests = result(out, "perfect"), autograded_tests()
+    assert set(data) >= {"score", "max_score", "extra_credit_max", "tests"}
+    assert list(data["tests"]) == list(tests)
     for entry in data["tests"].values():
-        assert set(entry) == {"score", "max_score", "status", "feedback"}
+        assert set(entry) - {"extra_credit"} == {"score", "max_score", "status", "feedback"}
         assert entry["status"] in {"passed", "failed", "error", "timeout"}
+    starred = {gid for gid, entry in data["tests"].items() if entry.get("extra_credit")}
+    assert starred == extra_credit_tests(tests)
+    assert data["max_score"] == pytest.approx(sum(p for gid, p in tests.items() if gid not in starred))
+    assert data["extra_credit_max"] == pytest.approx(sum(tests[gid] for gid in starred))
 
 
 def test_solution_gets_full_marks_and_release_gets_zero(graded):
     _, out, _ = graded
     perfect, empty = result(out, "perfect"), result(out, "empty")
-    assert perfect["score"] == pytest.approx(perfect["max_score"])
+    assert perfect["score"] == pytest.approx(perfect["max_score"] + perfect["extra_credit_max"])
     assert all(t["status"] == "passed" for t in perfect["tests"].values())
     assert empty["score"] == 0 and empty["max_score"] == perfect["max_score"]
     assert "not written yet" in empty["tests"]["test_dpo_loss"]["feedback"]
@@ -94,7 +99,7 @@ def test_solution_gets_full_marks_and_release_gets_zero(graded):
 
 def test_deleting_test_cells_changes_nothing(graded):
     _, out, _ = graded
-    assert result(out, "no_tests")["score"] == pytest.approx(result(out, "perfect")["max_score"])
+    assert result(out, "no_tests")["score"] == pytest.approx(result(out, "perfect")["score"])
 
 
 def test_unreadable_notebook_is_reported_not_fatal(graded):
@@ -130,10 +135,10 @@ def test_monkeypatching_torch_does_not_buy_points(graded):
 
 def test_output_flood_memory_hog_and_exit_are_contained(graded):
     _, out, _ = graded
-    max_score = result(out, "perfect")["max_score"]
-    assert result(out, "floods_and_hogs")["score"] == pytest.approx(max_score)
+    full_marks = result(out, "perfect")["score"]
+    assert result(out, "floods_and_hogs")["score"] == pytest.approx(full_marks)
     sys_exit = result(out, "sys_exit")
-    assert sys_exit["score"] == pytest.approx(max_score)
+    assert sys_exit["score"] == pytest.approx(full_marks)
     assert any("SystemExit" in note for note in sys_exit["notes"])
 
 
