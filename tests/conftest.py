@@ -40,3 +40,19 @@ def context(fixtures):
     from autograder.checks import CheckContext
 
     return CheckContext(fixtures.tiny)
+
+
+@pytest.fixture(scope="session")
+def fast_notebook_run(fixtures, tmp_path_factory):
+    """The whole solution notebook executed once in the fast profile: (output folder, executed notebook).
+
+    Shared by the tests of the notebook run and of the reviewer (which reviews the checkpoints it saves);
+    treat both as read-only.
+    """
+    from autograder.notebook import execute_notebook, offline_env
+    from autograder.release import SOURCE_NOTEBOOK
+
+    out = tmp_path_factory.mktemp("fast-run")
+    notebook = execute_notebook(SOURCE_NOTEBOOK, out / "executed.ipynb", offline_env(fixtures, out, "fast"),
+                                timeout=600, progress=False)
+    return out, notebook

@@ -3,16 +3,10 @@ import json
 
 import pytest
 
-from autograder.notebook import execute_notebook, offline_env
-from autograder.release import SOURCE_NOTEBOOK
-
 
 @pytest.fixture(scope="module")
-def fast_run(fixtures, tmp_path_factory):
-    out = tmp_path_factory.mktemp("fast-run")
-    notebook = execute_notebook(SOURCE_NOTEBOOK, out / "executed.ipynb", offline_env(fixtures, out, "fast"),
-                                timeout=600, progress=False)
-    return out, notebook
+def fast_run(fast_notebook_run):
+    return fast_notebook_run
 
 
 def test_every_cell_runs_without_error(fast_run):

@@ -14,8 +14,6 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from autograder import review as rv
 from autograder.__main__ import main
-from autograder.notebook import execute_notebook, offline_env
-from autograder.release import SOURCE_NOTEBOOK
 
 SMALL = dict(pairs=6, prompts=2, max_new_tokens=8, progress=False)
 EXPECTED_CHECKS = {
@@ -38,12 +36,9 @@ def hub_offline():
 
 
 @pytest.fixture(scope="module")
-def fast_run(fixtures, tmp_path_factory):
+def fast_run(fast_notebook_run):
     """The checkpoints the solution notebook saves in fast-dev-run mode (tiny model, a few steps)."""
-    out = tmp_path_factory.mktemp("fast-run")
-    execute_notebook(SOURCE_NOTEBOOK, out / "executed.ipynb", offline_env(fixtures, out, "fast"), timeout=600,
-                     progress=False)
-    return out
+    return fast_notebook_run[0]
 
 
 @pytest.fixture(scope="module")
