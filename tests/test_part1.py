@@ -1,5 +1,6 @@
 """Part 1 of the solution notebook (DPO from scratch) against independent references on real components."""
 import math
+import sys
 
 import pytest
 import torch
@@ -224,3 +225,20 @@ def test_tokenizer_without_chat_template_is_rejected(nb, fixtures, tmp_path):
     (tmp_path / "chat_template.jinja").unlink(missing_ok=True)
     with pytest.raises(ValueError, match="has no chat template"):
         nb["load_tokenizer"](str(tmp_path))
+
+
+# ---------------------------------------------------------------- test cells
+
+
+def test_visible_checks_stop_a_student_but_only_report_under_autograde(nb, monkeypatch, capsys):
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    with pytest.raises(AssertionError, match="expected 2"):
+        with nb["visible_checks"]():
+            assert 1 == 2, "expected 2"
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    with nb["visible_checks"]():
+        print("warning from the student's code", file=sys.stderr)
+        assert 1 == 2, "expected 2"
+    printed = capsys.readouterr()
+    assert "A visible test failed (AssertionError: expected 2" in printed.out
+    assert "warning from the student's code" in printed.out and printed.err == ""
