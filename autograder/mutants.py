@@ -855,3 +855,278 @@ def sequence_log_probs(model, tokenizer, texts, batch_size=8, max_length=128):
 ''',
     },
 }
+
+
+# ==================================================================================================== Starred
+# Realistic answers of the starred tasks (f-DPO, win rate and diversity), in the same format as above;
+# `tests/test_starred.py` grades them.
+
+_F_DPO_HEAD = '''
+def f_dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=0.1, divergence="reverse_kl",
+               alpha=0.5, loss_type="sigmoid"):
+    if divergence not in F_DIVERGENCES or loss_type not in F_DPO_LOSS_TYPES:
+        raise ValueError(f"unknown divergence {divergence!r} or loss_type {loss_type!r}")
+    t_w, t_l = chosen_logps - ref_chosen_logps, rejected_logps - ref_rejected_logps
+'''
+
+
+def _f_dpo_mutant(body: str) -> dict:
+    """A mutant of f_dpo_loss: the shared head (checks, log-ratios) plus its own body."""
+    return _mutant("f_dpo_loss", "test_f_dpo_loss", _F_DPO_HEAD.strip("\n") + "\n" + body.strip("\n"))
+
+
+_F_PRIME_RIGHT = '''
+    def f_prime(t):
+        if divergence == "reverse_kl":
+            return t
+        if divergence == "forward_kl":
+            return -torch.exp(torch.clamp(-t, max=F_DPO_MAX_EXPONENT))
+        if divergence == "js":
+            return F.logsigmoid(t)
+        return (1 - torch.exp(torch.clamp(-alpha * t, max=F_DPO_MAX_EXPONENT))) / alpha
+'''
+_F_DPO_TAIL_RIGHT = '''
+    chosen_rewards, rejected_rewards = beta * f_prime(t_w), beta * f_prime(t_l)
+    margins = chosen_rewards - rejected_rewards
+    h = f_prime(t_w) - f_prime(t_l)
+    if loss_type == "sigmoid":
+        losses = -F.logsigmoid(margins)
+    elif loss_type == "hinge":
+        losses = torch.relu(1 - margins)
+    else:
+        losses = (h - 1 / (2 * beta)) ** 2
+    return losses.mean(), (chosen_rewards > rejected_rewards).float().mean(), margins.mean().detach()
+'''
+
+STARRED_MUTANTS: dict[str, dict] = {
+    # ------------------------------------------------------------ f_dpo_loss
+    "fdpo_ratio_computed_with_exp": _f_dpo_mutant('''
+    def f_prime(t):
+        u = torch.exp(t)
+        if divergence == "reverse_kl":
+            return torch.log(u)
+        if divergence == "forward_kl":
+            return -1 / u
+        if divergence == "js":
+            return torch.log(2 * u / (1 + u))
+        return (1 - u ** -alpha) / alpha
+''' + _F_DPO_TAIL_RIGHT),
+    "fdpo_exp_without_cap": _f_dpo_mutant('''
+    def f_prime(t):
+        if divergence == "reverse_kl":
+            return t
+        if divergence == "forward_kl":
+            return -torch.exp(-t)
+        if divergence == "js":
+            return F.logsigmoid(t)
+        return -torch.expm1(-alpha * t) / alpha
+''' + _F_DPO_TAIL_RIGHT),
+    "fdpo_forward_kl_sign": _f_dpo_mutant('''
+    def f_prime(t):
+        if divergence == "reverse_kl":
+            return t
+        if divergence == "forward_kl":
+            return torch.exp(torch.clamp(-t, max=F_DPO_MAX_EXPONENT))  # 1/u
+        if divergence == "js":
+            return F.logsigmoid(t)
+        return (1 - torch.exp(torch.clamp(-alpha * t, max=F_DPO_MAX_EXPONENT))) / alpha
+''' + _F_DPO_TAIL_RIGHT),
+    "fdpo_js_softplus_sign": _f_dpo_mutant('''
+    def f_prime(t):
+        if divergence == "reverse_kl":
+            return t
+        if divergence == "forward_kl":
+            return -torch.exp(torch.clamp(-t, max=F_DPO_MAX_EXPONENT))
+        if divergence == "js":
+            return math.log(2) + t - F.softplus(-t)  # log 2u - log(1 + u), with the wrong softplus
+        return (1 - torch.exp(torch.clamp(-alpha * t, max=F_DPO_MAX_EXPONENT))) / alpha
+''' + _F_DPO_TAIL_RIGHT),
+    "fdpo_alpha_not_divided": _f_dpo_mutant('''
+    def f_prime(t):
+        if divergence == "reverse_kl":
+            return t
+        if divergence == "forward_kl":
+            return -torch.exp(torch.clamp(-t, max=F_DPO_MAX_EXPONENT))
+        if divergence == "js":
+            return F.logsigmoid(t)
+        return 1 - torch.exp(torch.clamp(-alpha * t, max=F_DPO_MAX_EXPONENT))
+''' + _F_DPO_TAIL_RIGHT),
+    "fdpo_ipo_target_one_over_beta": _f_dpo_mutant(_F_PRIME_RIGHT + _F_DPO_TAIL_RIGHT.replace(
+        "(h - 1 / (2 * beta)) ** 2", "(h - 1 / beta) ** 2")),
+    "fdpo_ipo_on_the_scaled_margin": _f_dpo_mutant(_F_PRIME_RIGHT + _F_DPO_TAIL_RIGHT.replace(
+        "(h - 1 / (2 * beta)) ** 2", "(margins - 1 / (2 * beta)) ** 2")),
+    "fdpo_hinge_without_beta": _f_dpo_mutant(_F_PRIME_RIGHT + _F_DPO_TAIL_RIGHT.replace(
+        "torch.relu(1 - margins)", "torch.relu(1 - h)")),
+    "fdpo_ties_count_as_right": _f_dpo_mutant(_F_PRIME_RIGHT + _F_DPO_TAIL_RIGHT.replace(
+        "(chosen_rewards > rejected_rewards)", "(chosen_rewards >= rejected_rewards)")),
+    # ------------------------------------------------------------ win_rate
+    "win_rate_ties_count_as_losses": _mutant("win_rate", "test_win_rate_diversity", '''
+def win_rate(prompts, answers, baseline_answers, judge):
+    scores, baseline_scores = judge(prompts, answers), judge(prompts, baseline_answers)
+    return sum(float(s > b) for s, b in zip(scores, baseline_scores)) / len(prompts)
+'''),
+    "win_rate_compares_mean_scores": _mutant("win_rate", "test_win_rate_diversity", '''
+def win_rate(prompts, answers, baseline_answers, judge):
+    mean, baseline_mean = np.mean(judge(prompts, answers)), np.mean(judge(prompts, baseline_answers))
+    return 1.0 if mean > baseline_mean else 0.5 if mean == baseline_mean else 0.0
+'''),
+    "win_rate_of_the_baseline": _mutant("win_rate", "test_win_rate_diversity", '''
+def win_rate(prompts, answers, baseline_answers, judge):
+    scores, baseline_scores = np.asarray(judge(prompts, answers)), np.asarray(judge(prompts, baseline_answers))
+    return float(np.mean((baseline_scores > scores) + 0.5 * (baseline_scores == scores)))
+'''),
+    # ------------------------------------------------------------ distinct_n
+    "distinct_n_mean_over_answers": _mutant("distinct_n", "test_win_rate_diversity", '''
+def distinct_n(texts, n):
+    ratios = []
+    for text in texts:
+        words = text.split()
+        ngrams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+        if ngrams:
+            ratios.append(len(set(ngrams)) / len(ngrams))
+    return sum(ratios) / len(ratios) if ratios else 0.0
+'''),
+    "distinct_n_across_answers": _mutant("distinct_n", "test_win_rate_diversity", '''
+def distinct_n(texts, n):
+    words = " ".join(texts).split()
+    ngrams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return len(set(ngrams)) / len(ngrams) if ngrams else 0.0
+'''),
+    "distinct_n_of_characters": _mutant("distinct_n", "test_win_rate_diversity", '''
+def distinct_n(texts, n):
+    ngrams = [gram for text in texts for gram in zip(*[text[i:] for i in range(n)])]
+    return len(set(ngrams)) / len(ngrams) if ngrams else 0.0
+'''),
+    # ------------------------------------------------------------ mean_token_entropy
+    "entropy_log_of_probabilities": _mutant("mean_token_entropy", "test_win_rate_diversity", '''
+def mean_token_entropy(logits, mask):
+    probs = torch.softmax(logits.float(), dim=-1)
+    entropies = -(probs * probs.log()).sum(-1)
+    return float(entropies[mask.bool()].mean())
+'''),
+    "entropy_over_padding_too": _mutant("mean_token_entropy", "test_win_rate_diversity", '''
+def mean_token_entropy(logits, mask):
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    return float(-(log_probs.exp() * log_probs).sum(-1).mean())
+'''),
+    "entropy_mean_of_answer_means": _mutant("mean_token_entropy", "test_win_rate_diversity", '''
+def mean_token_entropy(logits, mask):
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    entropies = -(log_probs.exp() * log_probs).sum(-1)
+    mask = mask.float()
+    per_answer = (entropies * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    return float(per_answer[mask.sum(-1) > 0].mean())
+'''),
+}
+
+
+STARRED_VARIANTS: dict[str, dict[str, str]] = {
+    # f' from a dict of lambdas with softplus and torch.where, the losses as softplus / clamp / pow; the win
+    # rate in a Python loop; distinct-n with a Counter; the entropy from torch.distributions.
+    "dict_of_lambdas_and_distributions": {
+        "f_dpo_loss": '''
+def f_dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=0.1, divergence="reverse_kl",
+               alpha=0.5, loss_type="sigmoid"):
+    cap = F_DPO_MAX_EXPONENT
+    links = {
+        "reverse_kl": lambda t: t,
+        "forward_kl": lambda t: -torch.exp(torch.minimum(-t, torch.full_like(t, cap))),
+        "js": lambda t: math.log(2.0) + t - F.softplus(t),
+        "alpha": lambda t: (1.0 - torch.exp(torch.minimum(-alpha * t, torch.full_like(t, cap)))) / alpha,
+    }
+    losses = {
+        "sigmoid": lambda h: F.softplus(-beta * h),
+        "hinge": lambda h: torch.clamp(1.0 - beta * h, min=0.0),
+        "ipo": lambda h: (h - 0.5 / beta).pow(2),
+    }
+    if divergence not in links:
+        raise ValueError(f"unknown divergence {divergence}")
+    if loss_type not in losses:
+        raise ValueError(f"unknown loss_type {loss_type}")
+    f_chosen = links[divergence](chosen_logps - ref_chosen_logps)
+    f_rejected = links[divergence](rejected_logps - ref_rejected_logps)
+    h = f_chosen - f_rejected
+    accuracy = torch.where(beta * f_chosen > beta * f_rejected, 1.0, 0.0).mean()
+    return losses[loss_type](h).mean(), accuracy, (beta * h).mean()
+''',
+        "win_rate": '''
+def win_rate(prompts, answers, baseline_answers, judge):
+    points = 0.0
+    for mine, theirs in zip(judge(prompts, answers), judge(prompts, baseline_answers)):
+        if mine > theirs:
+            points += 1
+        elif mine == theirs:
+            points += 0.5
+    return points / len(prompts)
+''',
+        "distinct_n": '''
+def distinct_n(texts, n):
+    from collections import Counter
+    counts = Counter()
+    for text in texts:
+        tokens = text.split()
+        counts.update(zip(*(tokens[i:] for i in range(n))))
+    total = sum(counts.values())
+    return len(counts) / total if total else 0.0
+''',
+        "mean_token_entropy": '''
+def mean_token_entropy(logits, mask):
+    entropy = torch.distributions.Categorical(logits=logits).entropy()
+    return (entropy * mask).sum().item() / mask.sum().item()
+''',
+    },
+    # f' written with torch.where branches on the divergence name, IPO through the margin divided by beta; the win
+    # rate with numpy signs; distinct-n with a set and a counter; the entropy as logsumexp minus the expected logit.
+    "signs_and_logsumexp": {
+        "f_dpo_loss": '''
+def f_dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=0.1, divergence="reverse_kl",
+               alpha=0.5, loss_type="sigmoid"):
+    def link(log_ratio):
+        if divergence == "reverse_kl":
+            return log_ratio
+        if divergence == "forward_kl":
+            return -(-log_ratio).clamp(max=F_DPO_MAX_EXPONENT).exp()
+        if divergence == "js":
+            return -F.softplus(-log_ratio)
+        if divergence == "alpha":
+            return -torch.expm1((-alpha * log_ratio).clamp(max=F_DPO_MAX_EXPONENT)) / alpha
+        raise ValueError(divergence)
+
+    r_chosen = beta * link(chosen_logps - ref_chosen_logps)
+    r_rejected = beta * link(rejected_logps - ref_rejected_logps)
+    margin = r_chosen - r_rejected
+    if loss_type == "sigmoid":
+        loss = F.softplus(-margin).mean()
+    elif loss_type == "hinge":
+        loss = (1 - margin).clamp(min=0).mean()
+    elif loss_type == "ipo":
+        loss = ((margin / beta - 1 / (2 * beta)) ** 2).mean()
+    else:
+        raise ValueError(loss_type)
+    return loss, (margin > 0).float().mean(), margin.mean()
+''',
+        "win_rate": '''
+def win_rate(prompts, answers, baseline_answers, judge):
+    scores = np.array(judge(prompts, answers), dtype=float)
+    difference = scores - np.array(judge(prompts, baseline_answers), dtype=float)
+    return float(np.mean((np.sign(difference) + 1) / 2))
+''',
+        "distinct_n": '''
+def distinct_n(texts, n):
+    different, total = set(), 0
+    for text in texts:
+        words = text.split()
+        for i in range(len(words) - n + 1):
+            different.add(tuple(words[i:i + n]))
+            total += 1
+    return len(different) / total if total > 0 else 0.0
+''',
+        "mean_token_entropy": '''
+def mean_token_entropy(logits, mask):
+    logits = logits.double()
+    entropies = torch.logsumexp(logits, -1) - (torch.softmax(logits, -1) * logits).sum(-1)
+    keep = mask.bool()
+    return entropies[keep].mean().item()
+''',
+    },
+}

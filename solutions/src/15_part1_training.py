@@ -231,14 +231,19 @@ def pair_logps(model: PreTrainedModel, batch: dict[str, torch.Tensor], max_seq_l
     return logps[:n], logps[n:]
 
 
-def fast_dpo_batch_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor], beta: float, max_seq_len=None):
+def fast_dpo_batch_loss(
+    model: PreTrainedModel, batch: dict[str, torch.Tensor], beta: float, max_seq_len=None,
+    loss_fn: Callable | None = None,
+):
     """`dpo_batch_loss` with one forward pass and the precomputed reference log-probs of the batch.
 
     Equal to `dpo_batch_loss` of each pair on its own (with `max_seq_len`, a batch of pairs whose prompts
     differ in length cuts the answers of `dpo_batch_loss` at the longest prompt, this function at their own).
+    `loss_fn` replaces `dpo_loss` (same arguments and outputs; None: `dpo_loss`).
     """
     chosen_logps, rejected_logps = pair_logps(model, batch, max_seq_len)
-    return dpo_loss(chosen_logps, rejected_logps, batch["ref_chosen_logps"], batch["ref_rejected_logps"], beta)
+    loss_fn = loss_fn or dpo_loss
+    return loss_fn(chosen_logps, rejected_logps, batch["ref_chosen_logps"], batch["ref_rejected_logps"], beta)
 
 
 @torch.no_grad()
@@ -296,10 +301,13 @@ def endless(loader: DataLoader):
         yield from loader
 
 
-def train_dpo(model: PreTrainedModel, train_dataset: Dataset, tokenizer, total_steps: int) -> dict[str, list[float]]:
+def train_dpo(
+    model: PreTrainedModel, train_dataset: Dataset, tokenizer, total_steps: int, loss_fn: Callable | None = None
+) -> dict[str, list[float]]:
     """Train `model` with DPO for `total_steps` optimizer steps; returns the loss and reward statistics per step.
 
-    `train_dataset` must carry the reference log-probs (see `precompute_reference_logps`).
+    `train_dataset` must carry the reference log-probs (see `precompute_reference_logps`). `loss_fn` replaces
+    `dpo_loss` (None: `dpo_loss`), e.g. the f-DPO loss of the starred task.
     """
     loader = make_bucketed_dataloader(train_dataset, tokenizer, batch_size=MICRO_BATCH_SIZE)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0, fused=DEVICE in ("cuda", "cpu"))
@@ -313,7 +321,7 @@ def train_dpo(model: PreTrainedModel, train_dataset: Dataset, tokenizer, total_s
         for _ in range(GRAD_ACCUM_STEPS):
             batch = {k: v.to(DEVICE, non_blocking=True) for k, v in next(micro_batches).items()}
             with autocast():
-                loss, reward_accuracy, reward_margin = fast_dpo_batch_loss(model, batch, BETA, MAX_SEQ_LEN)
+                loss, reward_accuracy, reward_margin = fast_dpo_batch_loss(model, batch, BETA, MAX_SEQ_LEN, loss_fn)
             scaler.scale(loss / GRAD_ACCUM_STEPS).backward()
             step_stats += torch.stack([loss.detach(), reward_accuracy, reward_margin]).float() / GRAD_ACCUM_STEPS
         scaler.step(optimizer)

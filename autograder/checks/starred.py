@@ -1,0 +1,533 @@
+"""Hidden checks of the starred tasks (extra credit): the f-DPO loss family, win rate and diversity.
+
+The references below are written differently from the notebook's solution: f'(u) straight from the table of
+Wang et al. (2023) in terms of the ratio u with the `math` module (valid for the moderate log-ratios where they
+are used), per-pair Python loops, finite differences for the gradients, n-grams counted with index arithmetic,
+and entropies in float64 one position at a time. The win-rate judge is a real reward model (a one-label
+classifier on the tiny model, as in the Part 2 checks) that scores one unpadded conversation at a time, so
+its scores do not depend on how a student batches the calls.
+"""
+import math
+
+import numpy as np
+import torch
+
+from autograder.checks import reference as ref
+from autograder.checks.framework import Check, CheckFailure, StudentError, student
+from autograder.checks.part1 import EXAMPLES, chat_rows, close, fmt, scalar, triple
+from autograder.checks.part2 import checkpoints, classifier_scores, make_tokenizer, scored_conversation_ids
+
+DIVERGENCES = ("reverse_kl", "forward_kl", "js", "alpha")
+LOSS_TYPES = ("sigmoid", "hinge", "ipo")
+MAX_EXPONENT = 30.0  # the notebook's F_DPO_MAX_EXPONENT
+
+
+# ================================================================ references
+
+def f_prime(divergence: str, log_ratio: float, alpha: float) -> float:
+    """f'(u) of the f-DPO paper's table at u = exp(log_ratio), constants included (they cancel)."""
+    u = math.exp(log_ratio)
+    if divergence == "reverse_kl":
+        return math.log(u) + 1.0
+    if divergence == "forward_kl":
+        return -1.0 / u
+    if divergence == "js":
+        return math.log(2.0 * u / (1.0 + u))
+    if divergence == "alpha":
+        return (1.0 - u ** -alpha) / alpha
+    raise ValueError(divergence)
+
+
+def pair_loss(loss_type: str, h: float, beta: float) -> float:
+    if loss_type == "sigmoid":
+        return ref.softplus(-beta * h)
+    if loss_type == "hinge":
+        return max(0.0, 1.0 - beta * h)
+    if loss_type == "ipo":
+        return (h - 1.0 / (2.0 * beta)) ** 2
+    raise ValueError(loss_type)
+
+
+def f_dpo_numbers(values, beta: float, divergence: str, alpha: float, loss_type: str) -> dict:
+    """Loss, accuracy and margin of f-DPO, pair by pair in float64."""
+    chosen, rejected, ref_chosen, ref_rejected = values
+    hs = [f_prime(divergence, c - rc, alpha) - f_prime(divergence, r - rr, alpha)
+          for c, r, rc, rr in zip(chosen, rejected, ref_chosen, ref_rejected)]
+    n = len(hs)
+    return {
+        "h": hs,
+        "loss": sum(pair_loss(loss_type, h, beta) for h in hs) / n,
+        "accuracy": sum(1 for h in hs if h > 0) / n,
+        "margin": sum(beta * h for h in hs) / n,
+    }
+
+
+def finite_difference_grads(values, beta, divergence, alpha, loss_type, step: float = 1e-6) -> list[list[float]]:
+    """d loss / d chosen_logps and d loss / d rejected_logps by central differences of the float64 reference."""
+    grads = []
+    for which in (0, 1):
+        row = []
+        for i in range(len(values[0])):
+            shifted = []
+            for sign in (1, -1):
+                moved = [list(v) for v in values]
+                moved[which][i] += sign * step
+                shifted.append(f_dpo_numbers(moved, beta, divergence, alpha, loss_type)["loss"])
+            row.append((shifted[0] - shifted[1]) / (2 * step))
+        grads.append(row)
+    return grads
+
+
+def distinct_reference(texts: list[str], n: int) -> float:
+    """Pooled distinct-n with explicit index arithmetic, n-grams within each text."""
+    seen, total = set(), 0
+    for text in texts:
+        words = text.split()
+        for start in range(0, len(words) - n + 1):
+            seen.add(" ".join(words[start + k] for k in range(n)))
+            total += 1
+    return len(seen) / total if total else 0.0
+
+
+def entropy_reference(logits: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean entropy over the masked positions, one position at a time in float64 (0 log 0 = 0)."""
+    total, count = 0.0, 0
+    for b in range(logits.shape[0]):
+        for t in range(logits.shape[1]):
+            if not bool(mask[b, t]):
+                continue
+            log_probs = torch.log_softmax(logits[b, t].double(), dim=-1)
+            probs = log_probs.exp()
+            total += float(-(probs[probs > 0] * log_probs[probs > 0]).sum())
+            count += 1
+    return total / count
+
+
+def win_rate_reference(scores: list[float], baseline_scores: list[float]) -> float:
+    points = [1.0 if s > b else 0.5 if s == b else 0.0 for s, b in zip(scores, baseline_scores)]
+    return sum(points) / len(points)
+
+
+# ================================================================ test_f_dpo_loss
+
+f_dpo_check = Check("test_f_dpo_loss", 1, ("f_dpo_loss",), extra_credit=True)
+
+# log-ratios t_w = [1, -1, 0, 2] and t_l = [-2, 0, -0.5, -1]: no tie, margins of both signs
+HAND_VALUES = ([-4.0, -6.0, -5.0, -10.0], [-7.0, -5.0, -5.5, -9.0], [-5.0, -5.0, -5.0, -12.0],
+               [-5.0, -5.0, -5.0, -8.0])
+# t_w = [0, 1, 0, 0], t_l = [0, -3, 0, 0]: three exact ties and one pair ranked right
+TIE_VALUES = ([-2.0, -1.0, -3.0, -4.0], [-2.0, -5.0, -3.0, -4.0], [-2.0, -2.0, -3.0, -4.0], [-2.0, -2.0, -3.0, -4.0])
+# log-ratios of +-1e4 against references at 0: u = e^t overflows, f' of forward KL and alpha is unbounded
+EXTREME_VALUES = ([-1e4, 0.0, 1e4, -1e4], [1e4, -1e4, 0.0, -1e4], [0.0] * 4, [0.0] * 4)
+F_PRIME_HINT = {
+    "forward_kl": "f'(u) = -1/u = -exp(-t) with t = logps - ref_logps",
+    "js": "f'(u) = log(2u / (1 + u)) = log 2 + logsigmoid(t) with t = logps - ref_logps",
+    "alpha": "f'(u) = (1 - u^-alpha) / alpha = (1 - exp(-alpha * t)) / alpha with t = logps - ref_logps",
+}
+
+
+def f_dpo_by_student(ns, case, values, requires_grad=False, **kwargs):
+    tensors = [torch.tensor(v, dtype=torch.float32, requires_grad=requires_grad) for v in values]
+    out = triple(student(ns, "f_dpo_loss")(*tensors, **kwargs), case, "f_dpo_loss")
+    return tensors, out
+
+
+def expect_f_dpo(case, values, seen, hint, beta, divergence="reverse_kl", alpha=0.5, loss_type="sigmoid"):
+    numbers = f_dpo_numbers(values, beta, divergence, alpha, loss_type)
+    loss, accuracy, margin = (scalar(v, case, name) for v, name in zip(seen, ("loss", "accuracy", "margin")))
+    setting = f"divergence={divergence!r}, loss_type={loss_type!r}, beta={beta}" + (
+        f", alpha={alpha}" if divergence == "alpha" else "")
+    if not (close(loss, numbers["loss"], 1e-5) and close(accuracy, numbers["accuracy"], 1e-6)
+            and close(margin, numbers["margin"], 1e-5)):
+        raise CheckFailure(
+            case, f"loss {numbers['loss']:.5f}, accuracy {numbers['accuracy']:.4g}, margin {numbers['margin']:.5f} "
+                  f"({setting}; h = f'(u_w) - f'(u_l) = {fmt(numbers['h'])})",
+            f"loss {loss:.5f}, accuracy {accuracy:.4g}, margin {margin:.5f}", hint)
+
+
+@f_dpo_check.case("returns (loss, accuracy, margin) with a scalar loss that carries gradients", weight=1)
+def _(ns, ctx):
+    case = "return values"
+    for divergence in DIVERGENCES:
+        _, (loss, accuracy, margin) = f_dpo_by_student(ns, case, HAND_VALUES, requires_grad=True, beta=0.1,
+                                                       divergence=divergence)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or not loss.requires_grad:
+            raise CheckFailure(case, f"divergence={divergence!r}: the loss as a one-number tensor with gradients",
+                               repr(loss)[:100], "average over the batch with torch operations (no .item())")
+        scalar(accuracy, case, "reward_accuracies")
+        scalar(margin, case, "reward_margins")
+
+
+@f_dpo_check.case("reverse KL with the sigmoid loss (the defaults) is DPO", weight=2)
+def _(ns, ctx):
+    case = "reverse KL is DPO"
+    for beta in (0.5, 0.05):
+        for kwargs in ({"divergence": "reverse_kl", "loss_type": "sigmoid"}, {}):
+            _, seen = f_dpo_by_student(ns, case, HAND_VALUES, beta=beta, **kwargs)
+            expect_f_dpo(case, HAND_VALUES, seen, "f'(u) = log u + 1: the constant cancels and the loss is "
+                         "dpo_loss; keep the defaults divergence='reverse_kl', loss_type='sigmoid'", beta)
+
+
+@f_dpo_check.case("forward KL: hand-computed loss, accuracy and margin", weight=1.5)
+def _(ns, ctx):
+    case = "forward KL"
+    for beta in (0.5, 0.1):
+        _, seen = f_dpo_by_student(ns, case, HAND_VALUES, beta=beta, divergence="forward_kl")
+        expect_f_dpo(case, HAND_VALUES, seen, F_PRIME_HINT["forward_kl"], beta, "forward_kl")
+
+
+@f_dpo_check.case("Jensen-Shannon: hand-computed loss, accuracy and margin", weight=1.5)
+def _(ns, ctx):
+    case = "JS"
+    for beta in (0.5, 2.0):
+        _, seen = f_dpo_by_student(ns, case, HAND_VALUES, beta=beta, divergence="js")
+        expect_f_dpo(case, HAND_VALUES, seen, F_PRIME_HINT["js"], beta, "js")
+
+
+@f_dpo_check.case("alpha-divergence: hand-computed values for two alphas and the default alpha = 0.5", weight=1.5)
+def _(ns, ctx):
+    case = "alpha-divergence"
+    for alpha in (0.3, 0.8):
+        _, seen = f_dpo_by_student(ns, case, HAND_VALUES, beta=0.5, divergence="alpha", alpha=alpha)
+        expect_f_dpo(case, HAND_VALUES, seen, F_PRIME_HINT["alpha"], 0.5, "alpha", alpha)
+    _, seen = f_dpo_by_student(ns, case, HAND_VALUES, beta=0.5, divergence="alpha")
+    expect_f_dpo(case, HAND_VALUES, seen, F_PRIME_HINT["alpha"] + "; alpha defaults to 0.5", 0.5, "alpha", 0.5)
+
+
+@f_dpo_check.case("hinge (SLiC): max(0, 1 - beta * h), for reverse KL and JS", weight=1)
+def _(ns, ctx):
+    case = "hinge"
+    for divergence, beta in (("reverse_kl", 0.5), ("js", 0.5), ("reverse_kl", 0.2)):
+        _, seen = f_dpo_by_student(ns, case, HAND_VALUES, beta=beta, divergence=divergence, loss_type="hinge")
+        expect_f_dpo(case, HAND_VALUES, seen, "the hinge loss of a pair is max(0, 1 - beta * h) with "
+                     "h = f'(u_w) - f'(u_l); the accuracy and margin do not depend on the loss", beta, divergence,
+                     loss_type="hinge")
+
+
+@f_dpo_check.case("IPO: (h - 1 / (2 beta))^2, for reverse KL and forward KL", weight=1)
+def _(ns, ctx):
+    case = "IPO"
+    for divergence, beta in (("reverse_kl", 0.5), ("reverse_kl", 0.1), ("forward_kl", 0.5)):
+        _, seen = f_dpo_by_student(ns, case, HAND_VALUES, beta=beta, divergence=divergence, loss_type="ipo")
+        expect_f_dpo(case, HAND_VALUES, seen, "IPO regresses h = f'(u_w) - f'(u_l) itself (not beta * h) to the "
+                     "target 1 / (2 beta)", beta, divergence, loss_type="ipo")
+
+
+@f_dpo_check.case("ties count as wrong and the margin is the mean of beta * (f'(u_w) - f'(u_l))", weight=1)
+def _(ns, ctx):
+    case = "accuracy and margin"
+    for divergence in ("forward_kl", "js", "alpha"):
+        _, seen = f_dpo_by_student(ns, case, TIE_VALUES, beta=0.3, divergence=divergence)
+        expect_f_dpo(case, TIE_VALUES, seen, "three of the four pairs are exact ties (equal rewards), which count "
+                     "as wrong: accuracy = mean of r_chosen > r_rejected (strictly), r = beta * f'(u)", 0.3,
+                     divergence)
+
+
+@f_dpo_check.case("gradients with respect to the log-probs match finite differences", weight=1)
+def _(ns, ctx):
+    case = "gradients"
+    for divergence, loss_type in (("forward_kl", "sigmoid"), ("js", "sigmoid"), ("alpha", "sigmoid"),
+                                  ("js", "ipo")):
+        tensors, (loss, _, _) = f_dpo_by_student(ns, case, HAND_VALUES, requires_grad=True, beta=0.5,
+                                                 divergence=divergence, loss_type=loss_type)
+        if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
+            raise CheckFailure(case, "a loss tensor that carries gradients", repr(loss)[:80])
+        loss.reshape(()).backward()
+        expected = finite_difference_grads(HAND_VALUES, 0.5, divergence, 0.5, loss_type)
+        for tensor, grads, name in zip(tensors, expected, ("chosen", "rejected")):
+            seen = [0.0] * len(grads) if tensor.grad is None else tensor.grad.tolist()
+            if not all(close(s, e, 1e-5, 1e-3) for s, e in zip(seen, grads)):
+                raise CheckFailure(case, f"d loss / d {name}_logps = {fmt(grads)} ({divergence}, {loss_type})",
+                                   fmt(seen), "the loss must be a differentiable function of the log-probs: no "
+                                   ".item(), .detach() or torch.no_grad() on the way")
+
+
+@f_dpo_check.case("finite losses and gradients at log-ratios of +-1e4, for every divergence and loss", weight=2)
+def _(ns, ctx):
+    case = "extreme log-ratios"
+    for divergence in DIVERGENCES:
+        for loss_type in LOSS_TYPES:
+            tensors, (loss, _, _) = f_dpo_by_student(ns, case, EXTREME_VALUES, requires_grad=True, beta=0.1,
+                                                     divergence=divergence, loss_type=loss_type)
+            value = scalar(loss, case, "loss")
+            grads = []
+            if isinstance(loss, torch.Tensor) and loss.requires_grad:
+                loss.reshape(()).backward()
+                grads = [g for t in tensors for g in ([] if t.grad is None else t.grad.tolist())]
+            if not math.isfinite(value) or not all(math.isfinite(g) for g in grads):
+                raise CheckFailure(
+                    case, f"a finite loss and finite gradients ({divergence}, {loss_type}, log-ratios "
+                          f"t_w = {EXTREME_VALUES[0]}, t_l = {EXTREME_VALUES[1]})",
+                    f"loss {value}, gradients {fmt(grads)}",
+                    "exp(t) overflows and gives inf/nan: write f' with the log-ratio t (-exp(-t), logsigmoid(t), "
+                    f"expm1) and cap every argument of exp() at F_DPO_MAX_EXPONENT = {MAX_EXPONENT:g}")
+
+
+def sigmoid_loss_in_log_space(divergence: str, values, beta: float) -> float:
+    """The sigmoid loss of reverse KL or JS at any log-ratio, written with softplus only."""
+    losses = []
+    for c, r, rc, rr in zip(*values):
+        t_w, t_l = c - rc, r - rr
+        if divergence == "reverse_kl":
+            h = t_w - t_l
+        else:  # logsigmoid(t) = -softplus(-t)
+            h = ref.softplus(-t_l) - ref.softplus(-t_w)
+        losses.append(ref.softplus(-beta * h))
+    return sum(losses) / len(losses)
+
+
+@f_dpo_check.case("exact where the loss is representable, saturated where f' is unbounded (log-ratios of 1e4)",
+                  weight=1)
+def _(ns, ctx):
+    case = "values at extreme log-ratios"
+    for divergence in ("reverse_kl", "js"):
+        expected = sigmoid_loss_in_log_space(divergence, EXTREME_VALUES, 0.1)
+        _, (loss, _, _) = f_dpo_by_student(ns, case, EXTREME_VALUES, beta=0.1, divergence=divergence)
+        loss = scalar(loss, case, "loss")
+        if not close(loss, expected, 1e-3, 1e-5):
+            raise CheckFailure(case, f"loss {expected:.4f} ({divergence}, log-ratios t_w = {EXTREME_VALUES[0]}, "
+                               f"t_l = {EXTREME_VALUES[1]})", f"loss {loss}",
+                               "these values are representable: use F.logsigmoid / softplus, not log(sigmoid(...)) "
+                               "or log(2u / (1 + u))")
+    for divergence in ("forward_kl", "alpha"):
+        for values, wanted, what in (
+            (([-1e4], [0.0], [0.0], [0.0]), "large", "the chosen answer became e^10000 times less likely"),
+            (([0.0], [-1e4], [0.0], [0.0]), "zero", "the rejected answer became e^10000 times less likely"),
+        ):
+            _, (loss, _, _) = f_dpo_by_student(ns, case, values, beta=0.1, divergence=divergence)
+            loss = scalar(loss, case, "loss")
+            right = (loss > 100 and math.isfinite(loss)) if wanted == "large" else (0 <= loss < 1e-6)
+            if not right:
+                expected = "a large finite loss (> 100)" if wanted == "large" else "a loss of about 0"
+                raise CheckFailure(case, f"{expected} ({divergence}: {what})", f"loss {loss}",
+                                   "f' = -exp(-t) (or its alpha version) is huge here: the sigmoid saturates. Cap the "
+                                   f"exponent at F_DPO_MAX_EXPONENT = {MAX_EXPONENT:g} instead of replacing inf or nan")
+
+
+@f_dpo_check.case("an unknown divergence or loss_type raises ValueError", weight=0.5)
+def _(ns, ctx):
+    case = "unknown names"
+    function = student(ns, "f_dpo_loss")
+    tensors = [torch.tensor(v) for v in HAND_VALUES]
+    for kwargs in ({"divergence": "kl"}, {"loss_type": "logistic"}):
+        try:
+            function(*tensors, **kwargs)
+        except StudentError as error:
+            if isinstance(error.error, ValueError):
+                continue
+            if isinstance(error.error, NotImplementedError):
+                raise
+            raise CheckFailure(case, f"ValueError for {kwargs}", f"{type(error.error).__name__}: {error.error}",
+                               "raise ValueError naming the allowed values") from None
+        raise CheckFailure(case, f"ValueError for {kwargs}", "no exception",
+                           "check divergence against F_DIVERGENCES and loss_type against F_DPO_LOSS_TYPES")
+
+
+# ================================================================ test_win_rate_diversity
+
+diversity_check = Check("test_win_rate_diversity", 1, ("win_rate", "distinct_n", "mean_token_entropy"),
+                        extra_credit=True)
+
+
+def word_count_judge(prompts: list[str], answers: list[str]) -> list[int]:
+    """Prefers longer answers."""
+    return [len(answer.split()) for answer in answers]
+
+
+def reward_judge(ctx):
+    """The reward model of the checks as a judge: one unpadded conversation at a time, cached."""
+    def build():
+        model = checkpoints(ctx)["classifier"]
+        tokenizer = make_tokenizer(ctx, "safe", "right")
+        cache = {}
+
+        def judge(prompts, answers):
+            scores = []
+            for prompt, answer in zip(prompts, answers):
+                if (prompt, answer) not in cache:
+                    ids = scored_conversation_ids(prompt, answer, tokenizer)
+                    cache[prompt, answer] = classifier_scores(model, [ids], tokenizer.pad_token_id)[0]
+                scores.append(cache[prompt, answer])
+            return np.array(scores, dtype=np.float32)
+
+        return judge
+
+    return ctx.cached("starred-reward-judge", build)
+
+
+def win_rate_by_student(ns, case, prompts, answers, baseline, judge) -> float:
+    value = student(ns, "win_rate")(list(prompts), list(answers), list(baseline), judge)
+    return scalar(value, case, "the win rate")
+
+
+@diversity_check.case("win_rate: a judge that prefers longer answers, on a hand example", weight=2)
+def _(ns, ctx):
+    case = "win rate, hand example"
+    prompts = ["Hi!", "Tea or coffee?", "Any plans?", "Favourite colour?", "Cats?"]
+    answers = ["Hello there, friend!", "Tea.", "A long hike with friends", "Blue", "Yes"]
+    baseline = ["Hi", "Coffee, always and forever", "A long hike with friends", "Deep green", "I love them"]
+    expected = win_rate_reference(word_count_judge(prompts, answers), word_count_judge(prompts, baseline))
+    seen = win_rate_by_student(ns, case, prompts, answers, baseline, word_count_judge)
+    if not close(seen, expected, 1e-9):
+        raise CheckFailure(case, f"{expected} (word counts {word_count_judge(prompts, answers)} against "
+                           f"{word_count_judge(prompts, baseline)}: 1 win, 3 losses, 1 tie)", seen,
+                           "a prompt is a win (1) when the answer's score is higher than the baseline's, a tie (0.5) "
+                           "when they are equal, a loss (0) otherwise; average over the prompts")
+
+
+@diversity_check.case("win_rate: a model against itself scores 0.5 with a reward-model judge", weight=1)
+def _(ns, ctx):
+    case = "against itself"
+    prompts = [e["prompt"] for e in EXAMPLES]
+    for key in ("chosen", "rejected"):
+        answers = [e[key] for e in EXAMPLES]
+        seen = win_rate_by_student(ns, case, prompts, answers, answers, reward_judge(ctx))
+        if not close(seen, 0.5, 1e-9):
+            raise CheckFailure(case, "0.5: every prompt is a tie, which counts half", seen,
+                               "equal scores are a tie worth 0.5, neither a win nor a loss")
+
+
+@diversity_check.case("win_rate: the reward model's scores of each pair decide", weight=2)
+def _(ns, ctx):
+    case = "reward-model judge"
+    judge = reward_judge(ctx)
+    prompts = [e["prompt"] for e in EXAMPLES]
+    chosen, rejected = [e["chosen"] for e in EXAMPLES], [e["rejected"] for e in EXAMPLES]
+    mixed = chosen[:3] + rejected[3:]  # with the seeded judge: 2 wins, 1 loss, 1 tie against `rejected`
+    for answers, baseline in ((mixed, rejected), (rejected, mixed), (chosen, [rejected[0], chosen[1], *rejected[2:]])):
+        expected = win_rate_reference(list(judge(prompts, answers)), list(judge(prompts, baseline)))
+        seen = win_rate_by_student(ns, case, prompts, answers, baseline, judge)
+        if not close(seen, expected, 1e-9):
+            raise CheckFailure(case, f"{expected} (scores {fmt([float(s) for s in judge(prompts, answers)])} against "
+                               f"{fmt([float(s) for s in judge(prompts, baseline)])})", seen,
+                               "compare the two scores of each prompt (the judge returns a numpy array); do not "
+                               "compare averages")
+
+
+@diversity_check.case("win_rate: each answer is judged together with its own prompt", weight=1)
+def _(ns, ctx):
+    case = "prompts and answers stay paired"
+
+    def on_topic(prompts, answers):  # 1 when the answer names the last word of its own prompt
+        return [float(p.rstrip("?").split()[-1].lower() in a.lower()) for p, a in zip(prompts, answers)]
+
+    prompts = ["Do you like cats?", "Do you like dogs?", "Do you like rain?"]
+    answers = ["Cats are great", "Dogs are great", "I like sunshine"]
+    baseline = ["Dogs are great", "Cats are great", "I like sunshine"]
+    seen = win_rate_by_student(ns, case, prompts, answers, baseline, on_topic)
+    if not close(seen, 5 / 6, 1e-9):
+        raise CheckFailure(case, f"{5 / 6:.4f} (two wins and a tie for a judge that checks the answer names the "
+                           "topic of its prompt)", seen, "call judge(prompts, answers) and judge(prompts, "
+                           "baseline_answers): the judge needs the prompt of each answer")
+
+
+def distinct_by_student(ns, case, texts, n) -> float:
+    return scalar(student(ns, "distinct_n")(list(texts), n), case, f"distinct-{n}")
+
+
+def expect_distinct(ns, case, texts, n, hint):
+    expected = distinct_reference(texts, n)
+    seen = distinct_by_student(ns, case, texts, n)
+    if not close(seen, expected, 1e-9):
+        raise CheckFailure(case, f"distinct-{n} of {texts!r} = {expected:.4f}", f"{seen}", hint)
+
+
+@diversity_check.case("distinct_n: hand counts for n = 1, 2, 3", weight=2)
+def _(ns, ctx):
+    case = "hand counts"
+    texts = ["the cat sat on the mat", "the cat ran", "on the mat the cat sat down"]
+    for n in (1, 2, 3):
+        expect_distinct(ns, case, texts, n, "count the n-grams of words (text.split()) of every answer, pool them, "
+                        "and divide the number of different ones by the number of all of them")
+
+
+@diversity_check.case("distinct_n: no n-gram runs from one answer into the next", weight=1)
+def _(ns, ctx):
+    expect_distinct(ns, "within one answer", ["a b", "b a", "a b"], 2,
+                    "take the n-grams of each answer separately (here (a, b), (b, a), (a, b)): joining the answers "
+                    "first creates n-grams that no answer contains")
+
+
+@diversity_check.case("distinct_n: counted over all answers together, not averaged per answer", weight=1)
+def _(ns, ctx):
+    expect_distinct(ns, "pooled", ["yes yes yes yes", "no"], 1,
+                    "distinct-n is corpus-level: 2 different words among 5, not the mean of 1/4 and 1/1")
+
+
+@diversity_check.case("distinct_n: short answers add nothing, no n-gram at all gives 0", weight=1)
+def _(ns, ctx):
+    case = "short answers"
+    for texts, n in ((["one", "two words"], 2), (["", "hi"], 2), ([], 1), (["a b a b a"], 5)):
+        expect_distinct(ns, case, texts, n, "an answer with fewer than n words has no n-gram; return 0.0 when "
+                        "there are none at all (no division by zero)")
+
+
+@diversity_check.case("distinct_n: words are text.split(), case-sensitive", weight=0.5)
+def _(ns, ctx):
+    expect_distinct(ns, "words", ["Hi  hi\nHI 😊", "😊 hi"], 1,
+                    "split on any whitespace with text.split() and keep the case: 'Hi', 'hi' and 'HI' differ")
+
+
+def entropy_by_student(ns, case, logits, mask) -> float:
+    return scalar(student(ns, "mean_token_entropy")(logits.clone(), mask.clone()), case, "the mean entropy")
+
+
+def expect_entropy(ns, case, logits, mask, hint, atol=1e-4):
+    expected = entropy_reference(logits, mask)
+    seen = entropy_by_student(ns, case, logits, mask)
+    if not close(seen, expected, atol, 1e-4):
+        raise CheckFailure(case, f"mean entropy {expected:.5f} nats over {int(mask.sum())} answer tokens",
+                           f"{seen}", hint)
+
+
+@diversity_check.case("mean_token_entropy: uniform logits give log(vocab)", weight=1)
+def _(ns, ctx):
+    case = "uniform logits"
+    for vocab in (2, 50):
+        seen = entropy_by_student(ns, case, torch.full((2, 3, vocab), 1.5), torch.ones(2, 3, dtype=torch.long))
+        if not close(seen, math.log(vocab), 1e-5):
+            raise CheckFailure(case, f"log {vocab} = {math.log(vocab):.5f} (in nats)", seen,
+                               "H = -sum p log p with the natural logarithm")
+
+
+@diversity_check.case("mean_token_entropy: hand-computed, padding positions left out", weight=2)
+def _(ns, ctx):
+    generator = torch.Generator().manual_seed(3)
+    logits = 2 * torch.randn(2, 4, 6, generator=generator)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    expect_entropy(ns, "padding left out", logits, mask,
+                   "average only over the positions where mask == 1: the steps after an answer ended are padding")
+
+
+@diversity_check.case("mean_token_entropy: every answer token counts once (not a mean of per-answer means)",
+                      weight=1)
+def _(ns, ctx):
+    logits = torch.zeros(2, 3, 4)
+    logits[1, :, 0] = 50.0  # the second answer's one token is certain: entropy about 0
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0]])
+    expect_entropy(ns, "each token once", logits, mask,
+                   "sum the entropies of all answer tokens and divide by their number (3 log 4 / 4 here)")
+
+
+@diversity_check.case("mean_token_entropy: finite for peaked logits whose small probabilities underflow", weight=1)
+def _(ns, ctx):
+    logits = torch.tensor([[[0.0, 0.0, -300.0, -1e4], [20.0, -500.0, -500.0, -500.0]]])
+    expect_entropy(ns, "peaked logits", logits, torch.ones(1, 2, dtype=torch.long),
+                   "probs.log() is -inf where a probability underflows to 0, and 0 * -inf is nan: take log p "
+                   "from torch.log_softmax")
+
+
+@diversity_check.case("mean_token_entropy: the tiny model's logits over its vocabulary, with a bool mask", weight=1)
+def _(ns, ctx):
+    row = chat_rows(ctx)[0]  # the chosen answer of the first example, as in the checks of get_log_prob
+    ids = torch.tensor([row["prompt_input_ids"] + row["chosen_input_ids"]])
+    with torch.no_grad():
+        logits = ctx.cached("tiny_logits_row0", lambda: ctx.model()(input_ids=ids).logits)
+    mask = torch.zeros(ids.shape, dtype=torch.bool)
+    mask[0, len(row["prompt_input_ids"]):] = True
+    expect_entropy(ns, "tiny model", logits, mask,
+                   "softmax over the last dimension (the vocabulary), averaged over the positions where the mask is "
+                   "True")
+
+
+CHECKS = [f_dpo_check, diversity_check]
