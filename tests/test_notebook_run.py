@@ -30,6 +30,9 @@ def test_metrics_and_plots_are_written(fast_run):
     assert metrics["dpo"]["reference"]["reward_accuracy"] == pytest.approx(0.5)
     assert 0.0 <= metrics["dpo"]["trained"]["reward_accuracy"] <= 1.0
     assert (out / "plots" / "dpo_training.png").stat().st_size > 0
+    assert set(metrics) >= {"dpo", "reward_model", "ppo", "logprob_analysis", "starred"}
+    for plot in ("reward_model_accuracy", "ppo_reward", "logprob_histograms", "reward_vs_diversity"):
+        assert (out / "plots" / f"{plot}.png").stat().st_size > 0, plot
 
 
 def test_pushing_is_skipped_in_the_fast_profile(fast_run):

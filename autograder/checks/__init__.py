@@ -37,9 +37,9 @@ class GraderSetupError(RuntimeError):
 
 def all_checks() -> dict:
     """Every check by grade id (imported on first use: the checks need torch and transformers)."""
-    from autograder.checks import part1, part2, starred
+    from autograder.checks import lora, part1, part2, starred
 
-    return {check.grade_id: check for check in part1.CHECKS + part2.CHECKS + starred.CHECKS}
+    return {check.grade_id: check for check in part1.CHECKS + part2.CHECKS + starred.CHECKS + lora.CHECKS}
 
 
 def _ready_context(context: CheckContext | None) -> CheckContext:

@@ -25,6 +25,7 @@
 # | PPO | 2 |
 # | Model analysis | 1 |
 # | Bonus: model cards on the Hub | 1 |
+# | Starred tasks (optional, extra credit): f-DPO, win rate and diversity, LoRA DPO | 1 each |
 #
 # **Where to run.** A free Colab or Kaggle GPU is enough (Kaggle does not stop an idle notebook, which helps
 # during the long training cells). On a laptop, set `HW2_FAST_DEV_RUN=1` to check that everything runs with
@@ -41,7 +42,7 @@ import os
 import sys
 
 if "google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:
-    %pip install --quiet "trl==1.12.0" "transformers>=5.0,<6" "datasets>=3.0" "huggingface_hub>=1.0" wandb matplotlib
+    %pip install --quiet "trl==1.12.0" "transformers>=5.0,<6" "datasets>=3.0" "huggingface_hub>=1.0" "peft==0.21.2" wandb matplotlib
 
 # %% tags=["library"] kind="readonly" id="imports"
 import contextlib

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Starred tasks [extra credit]
 #
-# Two optional tasks for those who want to go further. Each is autograded like the homework and its points
+# Three optional tasks for those who want to go further (the third, LoRA DPO, follows this section). Each is autograded like the homework and its points
 # come on top of the homework's maximum. They reuse what you built: the DPO training loop of Part 1 and the
 # reward model and PPO policy of Part 2. If you skip them, the cells below stop with `NotImplementedError`;
 # run the summary cell at the end of the notebook on its own to write `metrics.json`.
