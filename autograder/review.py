@@ -584,8 +584,6 @@ class Reviewer:
 
     def check_weights_differ(self, review: CheckpointReview, model, backbone_only: bool) -> bool:
         """Compare the parameters shared with the base model; False when they are all identical."""
-        import torch
-
         if self.base_model is None:
             review.add("differs from base", WARN, f"not compared: {self.base_error}")
             return True
@@ -1034,9 +1032,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                      "--dpo/--ppo/--reward-model")
     if args.pairs < 1 or args.max_new_tokens < 1 or args.prompts < 0:
         parser.error("--pairs and --max-new-tokens must be at least 1, --prompts at least 0")
-    report = review(args.target, dpo=args.dpo, ppo=args.ppo, reward_model=args.reward_model, base=args.base,
-                    dataset=args.dataset, pairs=args.pairs, prompts=args.prompts, max_new_tokens=args.max_new_tokens,
-                    expect=args.expect, out=args.out, progress=not args.no_progress, echo=True)
+    review(args.target, dpo=args.dpo, ppo=args.ppo, reward_model=args.reward_model, base=args.base,
+           dataset=args.dataset, pairs=args.pairs, prompts=args.prompts, max_new_tokens=args.max_new_tokens,
+           expect=args.expect, out=args.out, progress=not args.no_progress, echo=True)
     if args.out is not None:
         print(f"report written to {args.out / 'review.md'} and {args.out / 'review.json'}")
     return 0

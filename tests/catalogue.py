@@ -1,12 +1,14 @@
 """Helpers for the tests of the mutation catalogue: which checks a replaced cell can reach, and the verdicts
 every mutant (loses points on its own test cell only) and every correct variant (full marks) must get."""
+import math
 import types
 
 import nbformat
 
-from autograder.checks import all_checks, run_check
+from autograder.checks import all_checks, grade_cell, run_check
 from autograder.mutants import namespace_with
-from autograder.release import SOURCE_NOTEBOOK
+from autograder.notebook import load_namespace
+from autograder.release import RELEASE_NOTEBOOK, SOURCE_NOTEBOOK
 
 
 def graded_cells() -> dict:
@@ -71,3 +73,30 @@ def assert_variant_gets_full_marks(name: str, replacements: dict[str, str], solu
         result = run_check(grade_id, namespace, context)
         assert result.status == "passed", f"{name} on {grade_id}:\n{result.feedback}"
     return checked
+
+
+def assert_full_marks(grade_id: str, solution: dict, context, points: float) -> None:
+    """The solution passes the check `grade_id` and gets its `points`."""
+    result = run_check(grade_id, solution, context)
+    assert result.status == "passed", result.feedback
+    assert result.score == result.max_score == points
+
+
+def assert_untouched_release_scores_zero(grade_ids, env: dict, context) -> None:
+    """The student release as generated (every TODO unwritten) scores 0 on each check, with a kind message."""
+    release = load_namespace(RELEASE_NOTEBOOK, env)
+    for grade_id in grade_ids:
+        result = run_check(grade_id, release, context)
+        assert result.score == 0 and result.status == "error", result.feedback
+        assert "not written yet" in result.feedback and "internal error" not in result.feedback
+
+
+def grade_cells_silently(capfd, context, *cells: tuple[str, dict]) -> tuple[list[float], str]:
+    """`grade_cell` of each (grade id, namespace), as a hidden test cell calls it; asserts that nothing reached
+    stderr (nbgrader scores a test cell that writes to stderr 0) and returns the scores and what was printed."""
+    capfd.readouterr()
+    scores = [grade_cell(grade_id, namespace, context) for grade_id, namespace in cells]
+    captured = capfd.readouterr()
+    assert captured.err == ""
+    assert all(type(score) is float and not math.isnan(score) for score in scores), scores
+    return scores, captured.out

@@ -3,15 +3,20 @@
 A mutant must lose points on its own test cell and keep full points on every other one; a check that cannot
 reach the mutated function cannot be affected by it and is skipped (see `tests/catalogue.py`).
 """
-import math
 import sys
 import warnings
 
 import pytest
 import torch
 
-from catalogue import assert_mutant_loses_on_its_own_test_only, assert_variant_gets_full_marks, graded_cells
-from autograder.checks import all_checks, grade_cell, run_all, run_check
+from catalogue import (
+    assert_full_marks,
+    assert_mutant_loses_on_its_own_test_only,
+    assert_variant_gets_full_marks,
+    grade_cells_silently,
+    graded_cells,
+)
+from autograder.checks import all_checks, run_all, run_check
 from autograder.checks.framework import Check, CheckFailure, run_check as run_single_check, student
 from autograder.mutants import MUTANTS, VARIANTS, namespace_with
 from autograder.notebook import load_namespace
@@ -57,9 +62,7 @@ def test_namespace_with_rebinds_the_callers_of_a_replaced_function(solution):
 
 @pytest.mark.parametrize("grade_id", sorted(PART1_TEST_POINTS))
 def test_solution_gets_full_marks(solution, context, grade_id):
-    result = run_check(grade_id, solution, context)
-    assert result.status == "passed", result.feedback
-    assert result.score == result.max_score == PART1_TEST_POINTS[grade_id]
+    assert_full_marks(grade_id, solution, context, PART1_TEST_POINTS[grade_id])
 
 
 @pytest.mark.parametrize("name", sorted(MUTANTS))
@@ -164,15 +167,10 @@ def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps,
     return -F.logsigmoid(margins).sum(), (margins >= 0).float().mean(), margins.mean()
 '''
     namespace = namespace_with(solution, {"dpo_loss": noisy})
-    capfd.readouterr()
-    full = grade_cell("test_pad", solution, context)
-    partial = grade_cell("test_dpo_loss", namespace, context)
-    captured = capfd.readouterr()
-    assert captured.err == ""
-    assert type(full) is float and full == 0.1
-    assert type(partial) is float and 0 < partial < 1
-    assert "[test_pad]" in captured.out and "[test_dpo_loss]" in captured.out and "expected:" in captured.out
-    assert sys.stderr is not None and not math.isnan(partial)
+    (full, partial), out = grade_cells_silently(capfd, context, ("test_pad", solution), ("test_dpo_loss", namespace))
+    assert full == 0.1 and 0 < partial < 1
+    assert "[test_pad]" in out and "[test_dpo_loss]" in out and "expected:" in out
+    assert sys.stderr is not None
     with warnings.catch_warnings(record=True) as caught:  # the warning filters are restored afterwards
         warnings.simplefilter("always")
         warnings.warn("visible again")

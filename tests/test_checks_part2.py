@@ -3,17 +3,21 @@
 Same rules as for Part 1 (`tests/test_checks.py`): a mutant loses points on its own test cell and keeps full
 points on every other check that can reach the function it replaces; a variant gets full marks everywhere.
 """
-import math
 import sys
 
 import pytest
 
-from catalogue import assert_mutant_loses_on_its_own_test_only, assert_variant_gets_full_marks, graded_cells
-from autograder.checks import all_checks, grade_cell, run_check
+from catalogue import (
+    assert_full_marks,
+    assert_mutant_loses_on_its_own_test_only,
+    assert_untouched_release_scores_zero,
+    assert_variant_gets_full_marks,
+    grade_cells_silently,
+    graded_cells,
+)
+from autograder.checks import all_checks, run_check
 from autograder.checks.part2 import CHECKS
 from autograder.mutants import MUTANTS, PART2_MUTANTS, PART2_VARIANTS, VARIANTS, namespace_with
-from autograder.notebook import load_namespace
-from autograder.release import RELEASE_NOTEBOOK
 
 PART2_TEST_POINTS = {
     "test_to_implicit_prompt_preferences": 0.5, "test_reward_model": 0.5, "test_ppo": 2, "test_logprob_analysis": 0.5,
@@ -53,9 +57,7 @@ def test_part2_catalogue_is_large_enough_and_names_real_cells(graded_cells):
 
 @pytest.mark.parametrize("grade_id", sorted(PART2_TEST_POINTS))
 def test_solution_gets_full_marks(solution, context, grade_id):
-    result = run_check(grade_id, solution, context)
-    assert result.status == "passed", result.feedback
-    assert result.score == result.max_score == PART2_TEST_POINTS[grade_id]
+    assert_full_marks(grade_id, solution, context, PART2_TEST_POINTS[grade_id])
 
 
 @pytest.mark.parametrize("name", sorted(PART2_MUTANTS))
@@ -80,11 +82,7 @@ def test_a_part1_bug_does_not_cost_points_in_the_analysis(solution, context):
 
 
 def test_untouched_release_scores_zero_without_raising(env, context):
-    release = load_namespace(RELEASE_NOTEBOOK, env)
-    for grade_id in PART2_TEST_POINTS:
-        result = run_check(grade_id, release, context)
-        assert result.score == 0 and result.status == "error", result.feedback
-        assert "not written yet" in result.feedback and "internal error" not in result.feedback
+    assert_untouched_release_scores_zero(PART2_TEST_POINTS, env, context)
 
 
 def test_checks_leave_the_shared_tokenizer_alone(solution, context):
@@ -105,13 +103,9 @@ def tokenize_prompt(example, tokenizer):
 def test_grade_cell_is_silent_and_returns_points(solution, context, capfd):
     broken = PART2_MUTANTS["ppo_trainer_arguments_in_our_order"]
     namespace = namespace_with(solution, {broken["grade_id"]: broken["source"]})
-    capfd.readouterr()
-    full = grade_cell("test_ppo", solution, context)  # a real TRL PPO update, which logs and warns
-    partial = grade_cell("test_ppo", namespace, context)
-    analysis = grade_cell("test_logprob_analysis", solution, context)
-    captured = capfd.readouterr()
-    assert captured.err == ""
-    assert type(full) is float and full == 2.0 and analysis == 0.5
-    assert type(partial) is float and 0 < partial < 2 and not math.isnan(partial)
-    assert "[test_ppo]" in captured.out and "raised" in captured.out
+    # a real TRL PPO update, which logs and warns
+    (full, partial, analysis), out = grade_cells_silently(
+        capfd, context, ("test_ppo", solution), ("test_ppo", namespace), ("test_logprob_analysis", solution))
+    assert full == 2.0 and analysis == 0.5 and 0 < partial < 2
+    assert "[test_ppo]" in out and "raised" in out
     assert sys.stderr is not None

@@ -119,6 +119,34 @@ def test_fast_path_equals_the_simple_batch_when_truncation_cuts_equal_prompts(nb
     assert_same(fast, simple)
 
 
+def test_packed_rows_keep_every_real_token_once_and_pad_only_at_the_end(nb, tokenizer, pairs):
+    batch = collate(nb, tokenizer, pairs)
+    packed = nb["pack_pairs"](batch)
+    lengths = [len(p) + len(c) + len(r) for p, c, r in
+               zip(pairs["prompt_input_ids"], pairs["chosen_input_ids"], pairs["rejected_input_ids"])]
+    assert packed["input_ids"].shape == (len(pairs), max(lengths))
+    for row, (prompt, chosen, rejected) in enumerate(
+            zip(pairs["prompt_input_ids"], pairs["chosen_input_ids"], pairs["rejected_input_ids"])):
+        real = lengths[row]
+        assert packed["input_ids"][row, :real].tolist() == list(prompt) + list(chosen) + list(rejected)
+        assert packed["segment"][row].tolist() == ([0] * len(prompt) + [1] * len(chosen) + [2] * len(rejected)
+                                                   + [3] * (max(lengths) - real))
+        assert packed["position_ids"][row, :real].tolist() == (
+            list(range(len(prompt) + len(chosen))) + list(range(len(prompt), len(prompt) + len(rejected))))
+
+
+def test_pair_logps_agree_under_sdpa_and_eager_attention(nb, fixtures, tokenizer, pairs):
+    """The packed rows' custom mask is additive, so both attention implementations read it the same way."""
+    batch = collate(nb, tokenizer, pairs)
+    logps = {}
+    for implementation in ("sdpa", "eager"):
+        model = AutoModelForCausalLM.from_pretrained(fixtures.tiny, dtype=torch.float32,
+                                                     attn_implementation=implementation).eval()
+        with torch.no_grad():
+            logps[implementation] = torch.stack(nb["pair_logps"](model, batch))
+    assert torch.allclose(logps["sdpa"], logps["eager"], atol=1e-4), logps
+
+
 def test_precomputed_reference_logps_equal_on_the_fly_ones(nb, tokenizer, pairs, models):
     _, reference = models
     data = nb["precompute_reference_logps"](reference, pairs, tokenizer, batch_size=3)

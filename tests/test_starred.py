@@ -13,8 +13,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from catalogue import assert_mutant_loses_on_its_own_test_only, assert_variant_gets_full_marks, graded_cells
-from autograder.checks import all_checks, grade_cell, run_check
+from catalogue import (
+    assert_full_marks,
+    assert_mutant_loses_on_its_own_test_only,
+    assert_untouched_release_scores_zero,
+    assert_variant_gets_full_marks,
+    grade_cells_silently,
+    graded_cells,
+)
+from autograder.checks import all_checks
 from autograder.checks.starred import CHECKS
 from autograder.mutants import (
     MUTANTS,
@@ -25,8 +32,6 @@ from autograder.mutants import (
     VARIANTS,
     namespace_with,
 )
-from autograder.notebook import load_namespace
-from autograder.release import RELEASE_NOTEBOOK
 
 STARRED_TEST_POINTS = {"test_f_dpo_loss": 1, "test_win_rate_diversity": 1}
 DIVERGENCES = ("reverse_kl", "forward_kl", "js", "alpha")
@@ -278,9 +283,7 @@ def test_starred_catalogue_is_large_enough_and_names_real_cells(graded_cells):
 
 @pytest.mark.parametrize("grade_id", sorted(STARRED_TEST_POINTS))
 def test_solution_gets_full_marks(solution, context, grade_id):
-    result = run_check(grade_id, solution, context)
-    assert result.status == "passed", result.feedback
-    assert result.score == result.max_score == STARRED_TEST_POINTS[grade_id]
+    assert_full_marks(grade_id, solution, context, STARRED_TEST_POINTS[grade_id])
 
 
 @pytest.mark.parametrize("name", sorted(STARRED_MUTANTS))
@@ -297,20 +300,13 @@ def test_correct_variant_gets_full_marks(solution, context, name):
 
 
 def test_untouched_release_scores_zero_without_raising(env, context):
-    release = load_namespace(RELEASE_NOTEBOOK, env)
-    for grade_id in STARRED_TEST_POINTS:
-        result = run_check(grade_id, release, context)
-        assert result.score == 0 and result.status == "error", result.feedback
-        assert "not written yet" in result.feedback and "internal error" not in result.feedback
+    assert_untouched_release_scores_zero(STARRED_TEST_POINTS, env, context)
 
 
 def test_grade_cell_is_silent_and_gives_partial_credit(solution, context, capfd):
     broken = STARRED_MUTANTS["entropy_log_of_probabilities"]
     namespace = namespace_with(solution, {broken["grade_id"]: broken["source"]})
-    capfd.readouterr()
-    full = grade_cell("test_f_dpo_loss", solution, context)
-    partial = grade_cell("test_win_rate_diversity", namespace, context)
-    captured = capfd.readouterr()
-    assert captured.err == ""
+    (full, partial), out = grade_cells_silently(
+        capfd, context, ("test_f_dpo_loss", solution), ("test_win_rate_diversity", namespace))
     assert full == 1.0 and 0 < partial < 1
-    assert "[test_win_rate_diversity]" in captured.out and "expected:" in captured.out
+    assert "[test_win_rate_diversity]" in out and "expected:" in out

@@ -11,8 +11,15 @@ import time
 import pytest
 import torch
 
-from catalogue import assert_mutant_loses_on_its_own_test_only, assert_variant_gets_full_marks, graded_cells
-from autograder.checks import all_checks, grade_cell, rebound_namespace, run_check
+from catalogue import (
+    assert_full_marks,
+    assert_mutant_loses_on_its_own_test_only,
+    assert_untouched_release_scores_zero,
+    assert_variant_gets_full_marks,
+    grade_cells_silently,
+    graded_cells,
+)
+from autograder.checks import all_checks, rebound_namespace, run_check
 from autograder.checks.lora import CHECKS
 from autograder.checks.reference import answer_log_prob
 from autograder.mutants import (
@@ -26,8 +33,6 @@ from autograder.mutants import (
     VARIANTS,
     namespace_with,
 )
-from autograder.notebook import load_namespace
-from autograder.release import RELEASE_NOTEBOOK
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 REFERENCE_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
@@ -203,9 +208,7 @@ def test_lora_catalogue_is_large_enough_and_names_real_cells(graded_cells):
 
 
 def test_solution_gets_full_marks(solution, context):
-    result = run_check("test_lora_dpo", solution, context)
-    assert result.status == "passed", result.feedback
-    assert result.score == result.max_score == 1
+    assert_full_marks("test_lora_dpo", solution, context, 1)
 
 
 @pytest.mark.parametrize("name", sorted(LORA_MUTANTS))
@@ -229,18 +232,13 @@ def test_a_part1_collate_bug_does_not_cost_lora_points(solution, context):
 
 
 def test_untouched_release_scores_zero_without_raising(env, context):
-    result = run_check("test_lora_dpo", load_namespace(RELEASE_NOTEBOOK, env), context)
-    assert result.score == 0 and result.status == "error", result.feedback
-    assert "not written yet" in result.feedback and "internal error" not in result.feedback
+    assert_untouched_release_scores_zero(["test_lora_dpo"], env, context)
 
 
 def test_grade_cell_is_silent_and_gives_partial_credit(solution, context, capfd):
     broken = LORA_MUTANTS["lora_reference_with_adapters_on"]
     namespace = namespace_with(solution, {broken["grade_id"]: broken["source"]})
-    capfd.readouterr()
-    full = grade_cell("test_lora_dpo", solution, context)  # peft warns while it wraps a model
-    partial = grade_cell("test_lora_dpo", namespace, context)
-    captured = capfd.readouterr()
-    assert captured.err == ""
+    # peft warns while it wraps a model
+    (full, partial), out = grade_cells_silently(capfd, context, ("test_lora_dpo", solution), ("test_lora_dpo", namespace))
     assert full == 1.0 and 0 < partial < 1
-    assert "[test_lora_dpo]" in captured.out and "expected:" in captured.out
+    assert "[test_lora_dpo]" in out and "expected:" in out

@@ -77,18 +77,20 @@ def autocast():
 # starts and no second copy is ever loaded. Stored numbers must not depend on the batch an answer lands in,
 # so each answer is cut to fit `MAX_SEQ_LEN` together with its own prompt, not with the batch's longest one.
 #
-# **2. The prompt once, both answers in one pass.** The chosen and the rejected answer of a pair share their
-# prompt, yet `dpo_batch_loss` runs it four times. `pair_logps` runs each prompt once with `use_cache=True`,
-# which keeps the keys and values of every layer (the cache that `generate` uses), then stacks the chosen and
-# the rejected answers of the batch into one batch of twice the size that attends to the cached prompt.
-# Gradients flow through the cache, so the log-probs and their gradients are those of the full sequences, while
-# every prompt token is computed once instead of twice; and one large matrix multiplication keeps a GPU busier
-# than two small ones.
+# **2. The prompt once, both answers in one row.** The chosen and the rejected answer of a pair share their
+# prompt, yet `dpo_batch_loss` runs it four times and pads every answer to the longest one of the batch.
+# `pack_pairs` lays out each pair as a single row: the prompt, then the chosen answer, then the rejected answer,
+# with all the padding at the end. The position ids of both answers start right after the prompt, and
+# `pair_attention_mask` is causal except that the rejected answer may not look at the chosen one. Every token
+# therefore sees exactly what it would see in its own sequence: the log-probs and their gradients are those of
+# the separate sequences, while each prompt token is computed once instead of twice and the padding between a
+# short answer and a long one is gone. One forward pass of one batch also keeps a GPU busier than several
+# small ones.
 #
 # **3. Length buckets.** A batch is as long as its longest example, so a random batch is mostly padding when
 # lengths vary. `LengthBucketSampler` shuffles the data, cuts it into buckets of 50 batches, sorts each bucket
-# by length and cuts it into batches: examples of a batch have similar lengths, the batch order stays random,
-# and every example is still seen exactly once per epoch.
+# by the length of the packed rows and cuts it into batches: examples of a batch have similar lengths, the
+# batch order stays random, and every example is still seen exactly once per epoch.
 #
 # **4. Logits only where they are needed, and only once.** The output layer maps every position to 49,152
 # vocabulary scores: the largest tensor of the step and, on a CPU, a large share of its time. Only answer
@@ -140,12 +142,9 @@ class LengthBucketSampler(Sampler):
             yield batches[i]
 
 
-def pair_lengths(dataset: Dataset) -> list[tuple[int, int]]:
-    """The sort key of each pair: (longer answer length, prompt length)."""
-    return [
-        (max(len(chosen), len(rejected)), len(prompt))
-        for prompt, chosen, rejected in zip(*(dataset[key] for key in PAIR_ID_KEYS))
-    ]
+def pair_lengths(dataset: Dataset) -> list[int]:
+    """The sort key of each pair: the length of its packed row, prompt + chosen + rejected."""
+    return [sum(map(len, pair)) for pair in zip(*(dataset[key] for key in PAIR_ID_KEYS))]
 
 
 def collate_pairs(examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
@@ -187,47 +186,77 @@ class TokenLogProbs(torch.autograd.Function):
         return grad_logits, None
 
 
+def pack_pairs(batch: dict[str, torch.Tensor], max_seq_len: int | None = None) -> dict[str, torch.Tensor]:
+    """Each pair of a collated batch as ONE row: its prompt, chosen answer and rejected answer, back to back.
+
+    Returns [batch, width] tensors, padded on the right only: `input_ids`, `position_ids` (both answers continue
+    from the end of the prompt) and `segment` (0 prompt, 1 chosen, 2 rejected, 3 padding). With `max_seq_len`,
+    each answer keeps its first `max_seq_len - prompt length` tokens, whatever the other pairs of the batch.
+    """
+    prompt_lengths = batch["prompt_attn_mask"].sum(-1, keepdim=True)
+    ids, keep, positions, segments = [], [], [], []
+    for segment, part in enumerate(("prompt", "chosen", "rejected")):
+        mask = batch[f"{part}_attn_mask"].bool()
+        position = mask.cumsum(-1) - 1  # 0, 1, ... over the real tokens (prompts are padded on the left)
+        if part != "prompt":
+            if max_seq_len is not None:
+                mask = mask & (position < max_seq_len - prompt_lengths)
+            position = position + prompt_lengths
+        ids.append(batch[f"{part}_input_ids"])
+        keep.append(mask)
+        positions.append(position)
+        segments.append(torch.full_like(mask, segment, dtype=torch.long))
+    ids, keep, positions, segments = (torch.cat(parts, dim=1) for parts in (ids, keep, positions, segments))
+
+    # Move the kept tokens of each row to its front, in order: token k of a row goes to slot k.
+    slots = keep.cumsum(-1) - 1
+    rows, columns = keep.nonzero(as_tuple=True)
+    width = max(int(keep.sum(-1).max()), 1)
+    packed = {"input_ids": ids.new_zeros(len(ids), width), "position_ids": ids.new_zeros(len(ids), width),
+              "segment": ids.new_full((len(ids), width), 3)}
+    for name, values in (("input_ids", ids), ("position_ids", positions), ("segment", segments)):
+        packed[name][rows, slots[rows, columns]] = values[rows, columns]
+    return packed
+
+
+def pair_attention_mask(segment: torch.Tensor) -> torch.Tensor:
+    """The additive [batch, 1, width, width] mask of packed rows: causal, and neither answer sees the other.
+
+    A prompt token sees the prompt before it; an answer token sees the whole prompt and its own answer before
+    it. Padding sees the prompt and padding, so that no attention row is empty (an empty row gives NaN).
+    """
+    query, key = segment.unsqueeze(-1), segment.unsqueeze(-2)
+    causal = torch.ones(segment.shape[1], segment.shape[1], dtype=torch.bool, device=segment.device).tril()
+    allowed = causal & ((key == 0) | (key == query))
+    return torch.zeros(allowed.shape, device=segment.device).masked_fill_(~allowed, torch.finfo(torch.float32).min)[:, None]
+
+
 def pair_logps(model: PreTrainedModel, batch: dict[str, torch.Tensor], max_seq_len: int | None = None):
     """Log-probs of the chosen and of the rejected answers ([batch] each) of a collated batch.
 
-    The prompt of each pair runs once; both answers then run in ONE forward pass that reads the prompt's keys
-    and values from the cache. With `max_seq_len`, each answer keeps its first `max_seq_len - prompt length`
-    tokens, whatever the other pairs of the batch (so precomputed and fresh log-probs cut the same tokens).
+    Each pair runs as one packed row (see `pack_pairs`): the prompt once, both answers after it, no padding
+    between them. With `max_seq_len`, each answer keeps its first `max_seq_len - prompt length` tokens.
     """
     n = batch["prompt_input_ids"].shape[0]
-    prompt_mask = batch["prompt_attn_mask"]
-    prompt_lengths = prompt_mask.sum(-1, keepdim=True)
-    width = max(batch["chosen_input_ids"].shape[1], batch["rejected_input_ids"].shape[1])
-
-    def stack_answers(suffix: str) -> torch.Tensor:  # chosen rows then rejected rows, right-padded to `width`
-        answers = [batch[f"{key}_{suffix}"] for key in ("chosen", "rejected")]
-        return torch.cat([F.pad(t, (0, width - t.shape[1])) for t in answers])  # padding is masked out
-
-    answer_ids, answer_mask = stack_answers("input_ids"), stack_answers("attn_mask")
-    positions = torch.arange(width, device=answer_ids.device)
-    if max_seq_len is not None:
-        answer_mask = answer_mask * (positions < max_seq_len - prompt_lengths.repeat(2, 1))
-        width = max(int(answer_mask.sum(-1).max()), 1)  # drop the columns that no answer uses any more
-        answer_ids, answer_mask, positions = answer_ids[:, :width], answer_mask[:, :width], positions[:width]
-
-    # The transformer without its output layer gives one hidden state per position. Position ids count real
-    # tokens only, so left padding is invisible (as in sequence_logits).
+    packed = pack_pairs(batch, max_seq_len)
+    segment = packed["segment"]
+    # The transformer without its output layer gives one hidden state per position (of the custom mask's
+    # attention: an attention implementation that takes 4D masks, such as the default "sdpa", is needed).
     decoder, output_layer = model.get_decoder(), model.get_output_embeddings()
-    prompt = decoder(input_ids=batch["prompt_input_ids"], attention_mask=prompt_mask,
-                     position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True)
-    cache = prompt.past_key_values
-    cache.batch_select_indices(torch.arange(n, device=answer_ids.device).repeat(2))  # chosen rows, rejected rows
-    # Both answers in one pass, attending to the cached prompt (gradients flow through the cache).
-    answers = decoder(input_ids=answer_ids, attention_mask=torch.cat([prompt_mask.repeat(2, 1), answer_mask], dim=1),
-                      position_ids=prompt_lengths.repeat(2, 1) + positions, past_key_values=cache, use_cache=True)
+    hidden = decoder(input_ids=packed["input_ids"], attention_mask=pair_attention_mask(segment),
+                     position_ids=packed["position_ids"]).last_hidden_state
 
-    # Answer token t is predicted by the hidden state before it: the prompt's last one for t = 0, then the
-    # answer's own. Only real answer tokens go through the output layer.
-    predicting = torch.cat([prompt.last_hidden_state[:, -1:].repeat(2, 1, 1), answers.last_hidden_state[:, :-1]], 1)
-    rows, columns = answer_mask.nonzero(as_tuple=True)
-    logits = output_layer(predicting[rows, columns]).float()
-    token_logps = TokenLogProbs.apply(logits, answer_ids[rows, columns])
-    logps = torch.zeros(2 * n, device=token_logps.device).index_add(0, rows, token_logps)
+    # An answer token is predicted by the hidden state of the token before it in its own sequence: the slot
+    # before it, except the first token of an answer, predicted by the prompt's last token (whose slot equals
+    # its position, since every row starts with its prompt). Only answer tokens go through the output layer.
+    rows, slots = ((segment == 1) | (segment == 2)).nonzero(as_tuple=True)
+    positions = packed["position_ids"][rows, slots]
+    first = positions == batch["prompt_attn_mask"].sum(-1)[rows]
+    predictors = torch.where(first, positions - 1, slots - 1)
+    logits = output_layer(hidden[rows, predictors]).float()
+    token_logps = TokenLogProbs.apply(logits, packed["input_ids"][rows, slots])
+    answer_rows = rows + n * (segment[rows, slots] - 1)  # chosen rows first, then rejected rows
+    logps = torch.zeros(2 * n, device=token_logps.device).index_add(0, answer_rows, token_logps)
     return logps[:n], logps[n:]
 
 
