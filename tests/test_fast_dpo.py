@@ -135,8 +135,8 @@ def test_packed_rows_keep_every_real_token_once_and_pad_only_at_the_end(nb, toke
             list(range(len(prompt) + len(chosen))) + list(range(len(prompt), len(prompt) + len(rejected))))
 
 
-def test_pair_logps_agree_under_sdpa_and_eager_attention(nb, fixtures, tokenizer, pairs):
-    """The packed rows' custom mask is additive, so both attention implementations read it the same way."""
+def test_pair_logps_agree_under_sdpa_and_eager_attention_and_refuse_others(nb, fixtures, tokenizer, pairs):
+    """The packed rows' custom mask reaches both attention implementations in the form each one reads."""
     batch = collate(nb, tokenizer, pairs)
     logps = {}
     for implementation in ("sdpa", "eager"):
@@ -145,6 +145,9 @@ def test_pair_logps_agree_under_sdpa_and_eager_attention(nb, fixtures, tokenizer
         with torch.no_grad():
             logps[implementation] = torch.stack(nb["pair_logps"](model, batch))
     assert torch.allclose(logps["sdpa"], logps["eager"], atol=1e-4), logps
+    flex = AutoModelForCausalLM.from_pretrained(fixtures.tiny, dtype=torch.float32, attn_implementation="flex_attention")
+    with pytest.raises(ValueError, match="attn_implementation='sdpa'.*'flex_attention'"):
+        nb["pair_logps"](flex, batch)
 
 
 def test_precomputed_reference_logps_equal_on_the_fly_ones(nb, tokenizer, pairs, models):

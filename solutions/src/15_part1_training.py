@@ -220,15 +220,15 @@ def pack_pairs(batch: dict[str, torch.Tensor], max_seq_len: int | None = None) -
 
 
 def pair_attention_mask(segment: torch.Tensor) -> torch.Tensor:
-    """The additive [batch, 1, width, width] mask of packed rows: causal, and neither answer sees the other.
+    """Which keys each query may see in packed rows, [batch, 1, width, width]: causal, and neither answer sees
+    the other.
 
     A prompt token sees the prompt before it; an answer token sees the whole prompt and its own answer before
     it. Padding sees the prompt and padding, so that no attention row is empty (an empty row gives NaN).
     """
     query, key = segment.unsqueeze(-1), segment.unsqueeze(-2)
     causal = torch.ones(segment.shape[1], segment.shape[1], dtype=torch.bool, device=segment.device).tril()
-    allowed = causal & ((key == 0) | (key == query))
-    return torch.zeros(allowed.shape, device=segment.device).masked_fill_(~allowed, torch.finfo(torch.float32).min)[:, None]
+    return (causal & ((key == 0) | (key == query))).unsqueeze(1)
 
 
 def pair_logps(model: PreTrainedModel, batch: dict[str, torch.Tensor], max_seq_len: int | None = None):
@@ -240,10 +240,16 @@ def pair_logps(model: PreTrainedModel, batch: dict[str, torch.Tensor], max_seq_l
     n = batch["prompt_input_ids"].shape[0]
     packed = pack_pairs(batch, max_seq_len)
     segment = packed["segment"]
-    # The transformer without its output layer gives one hidden state per position (of the custom mask's
-    # attention: an attention implementation that takes 4D masks, such as the default "sdpa", is needed).
+    # The transformer without its output layer gives one hidden state per position. It takes a 4D mask as it is:
+    # "sdpa" attention (the default) reads True as "may attend", "eager" attention adds the mask to its scores.
     decoder, output_layer = model.get_decoder(), model.get_output_embeddings()
-    hidden = decoder(input_ids=packed["input_ids"], attention_mask=pair_attention_mask(segment),
+    mask, attention = pair_attention_mask(segment), decoder.config._attn_implementation
+    if attention not in ("sdpa", "eager"):
+        raise ValueError(f"pair_logps needs a model loaded with attn_implementation='sdpa' (the default) or "
+                         f"'eager' to apply its custom attention mask; this one uses {attention!r}")
+    if attention == "eager":
+        mask = torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, torch.finfo(torch.float32).min)
+    hidden = decoder(input_ids=packed["input_ids"], attention_mask=mask,
                      position_ids=packed["position_ids"]).last_hidden_state
 
     # An answer token is predicted by the hidden state of the token before it in its own sequence: the slot
