@@ -1,5 +1,7 @@
-"""Helpers for the tests of the mutation catalogue: which checks a replaced cell can reach, and the verdicts
-every mutant (loses points on its own test cell only) and every correct variant (full marks) must get."""
+"""Helpers for the tests of the checks and their mutation catalogue: which checks a replaced cell can reach;
+the verdicts every mutant (loses points on its own test cell only) and every correct variant (full marks) must
+get; and the verdicts every check shares (the solution's full marks, the untouched release's zero, a silent
+`grade_cell`)."""
 import math
 import types
 
