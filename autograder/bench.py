@@ -426,7 +426,7 @@ def write_solution_submissions(folder: Path, students: int) -> None:
     import nbformat
 
     from autograder.release import ASSIGNMENT, NOTEBOOK_NAME, RELEASE_NOTEBOOK
-    from autograder.submission import fill_answers, solution_answers
+    from autograder.grading.submission import fill_answers, solution_answers
 
     notebook = fill_answers(RELEASE_NOTEBOOK, solution_answers())
     for index in range(students):

@@ -286,10 +286,87 @@ def dpo_batch_loss(model, ref_model, batch, beta, max_seq_len=None):
             logps["ref_" + answer] = get_log_prob(sequence_logits(ref_model, ids, attn), ids, loss_mask)
     return dpo_loss(logps["rejected"], logps["chosen"], logps["ref_rejected"], logps["ref_chosen"], beta)
 '''),
+    # Right values, wrong gradients: each runs part of the policy's computation without a graph.
+    "batch_loss_chosen_policy_detached": _mutant("dpo_batch_loss", "test_dpo_training", '''
+def dpo_batch_loss(model, ref_model, batch, beta, max_seq_len=None):
+    logps = {}
+    for answer in ("chosen", "rejected"):
+        ids, attn, loss_mask = concat_prompt_completion(batch["prompt_input_ids"], batch["prompt_attn_mask"],
+                                                        batch[f"{answer}_input_ids"], batch[f"{answer}_attn_mask"],
+                                                        max_seq_len)
+        logps[answer] = get_log_prob(sequence_logits(model, ids, attn), ids, loss_mask)
+        with torch.no_grad():
+            logps["ref_" + answer] = get_log_prob(sequence_logits(ref_model, ids, attn), ids, loss_mask)
+    return dpo_loss(logps["chosen"].detach(), logps["rejected"], logps["ref_chosen"], logps["ref_rejected"], beta)
+'''),
+    "batch_loss_rejected_policy_under_no_grad": _mutant("dpo_batch_loss", "test_dpo_training", '''
+def dpo_batch_loss(model, ref_model, batch, beta, max_seq_len=None):
+    logps = {}
+    for answer in ("chosen", "rejected"):
+        ids, attn, loss_mask = concat_prompt_completion(batch["prompt_input_ids"], batch["prompt_attn_mask"],
+                                                        batch[f"{answer}_input_ids"], batch[f"{answer}_attn_mask"],
+                                                        max_seq_len)
+        with torch.set_grad_enabled(answer == "chosen"):
+            logps[answer] = get_log_prob(sequence_logits(model, ids, attn), ids, loss_mask)
+        with torch.no_grad():
+            logps["ref_" + answer] = get_log_prob(sequence_logits(ref_model, ids, attn), ids, loss_mask)
+    return dpo_loss(logps["chosen"], logps["rejected"], logps["ref_chosen"], logps["ref_rejected"], beta)
+'''),
+    "batch_loss_logits_through_data": _mutant("dpo_batch_loss", "test_dpo_training", '''
+def dpo_batch_loss(model, ref_model, batch, beta, max_seq_len=None):
+    logps = {}
+    for answer in ("chosen", "rejected"):
+        ids, attn, loss_mask = concat_prompt_completion(batch["prompt_input_ids"], batch["prompt_attn_mask"],
+                                                        batch[f"{answer}_input_ids"], batch[f"{answer}_attn_mask"],
+                                                        max_seq_len)
+        logits = sequence_logits(model, ids, attn)
+        if answer == "rejected":
+            logits = logits.data  # "saves memory"
+        logps[answer] = get_log_prob(logits, ids, loss_mask)
+        with torch.no_grad():
+            logps["ref_" + answer] = get_log_prob(sequence_logits(ref_model, ids, attn), ids, loss_mask)
+    return dpo_loss(logps["chosen"], logps["rejected"], logps["ref_chosen"], logps["ref_rejected"], beta)
+'''),
+    "dpo_loss_rejected_term_detached": _mutant("dpo_loss", "test_dpo_loss", '''
+def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=0.1):
+    chosen_rewards = beta * (chosen_logps - ref_chosen_logps)
+    rejected_rewards = (beta * (rejected_logps - ref_rejected_logps)).detach()
+    margins = chosen_rewards - rejected_rewards
+    loss = -F.logsigmoid(margins).mean()
+    return loss, (margins > 0).float().mean(), margins.mean()
+'''),
+    "dpo_loss_gradient_scaled_by_beta_twice": _mutant("dpo_loss", "test_dpo_loss", '''
+def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=0.1):
+    margins = beta * ((chosen_logps - ref_chosen_logps) - (rejected_logps - ref_rejected_logps))
+    loss = -F.logsigmoid(margins).mean()
+    loss = loss.detach() + beta * (loss - loss.detach())  # the loss's value, beta times its gradient
+    return loss, (margins > 0).float().mean(), margins.mean()
+'''),
+    "logp_normaliser_detached": _mutant("get_log_prob", "test_get_log_prob", '''
+def get_log_prob(logits, labels, mask):
+    logits = logits[:, :-1]
+    log_probs = logits - torch.logsumexp(logits, dim=-1, keepdim=True).detach()  # log_softmax by hand
+    picked = log_probs.gather(-1, labels[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return (picked * mask[:, 1:]).sum(-1)
+'''),
 }
 
 
 VARIANTS: dict[str, dict[str, str]] = {
+    # Cross-entropy instead of log_softmax + gather, and the loss through softplus instead of logsigmoid.
+    "log_probs_by_cross_entropy_loss_by_softplus": {
+        "get_log_prob": """
+def get_log_prob(logits, labels, mask):
+    vocab = logits.shape[-1]
+    per_token = -F.cross_entropy(logits[:, :-1].reshape(-1, vocab), labels[:, 1:].reshape(-1), reduction="none")
+    return (per_token.view(labels.shape[0], -1) * mask[:, 1:].to(per_token.dtype)).sum(dim=1)
+""",
+        "dpo_loss": """
+def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=0.1):
+    margins = beta * ((chosen_logps - rejected_logps) - (ref_chosen_logps - ref_rejected_logps))
+    return F.softplus(-margins).mean(), (margins > 0).float().mean(), margins.mean()
+""",
+    },
     # Split at the assistant header with str.partition-free slicing, ids as tensors through tokenizer.encode
     # (whose default add_special_tokens=True adds nothing for SmolLM), torch slicing for the truncation.
     "strings_by_removeprefix_ids_as_tensors": {
@@ -556,6 +633,23 @@ def build_reward_model(model_id, tokenizer):
     model.config.pad_token_id = tokenizer.pad_token_id
     return model
 '''),
+    "reward_weights_from_config": _mutant("build_reward_model", "test_reward_model", '''
+def build_reward_model(model_id, tokenizer):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_id, num_labels=1, pad_token_id=tokenizer.pad_token_id)
+    model = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)  # a fresh reward model
+    return cover_tokenizer(model, tokenizer)
+'''),
+    "reward_backbone_frozen": _mutant("build_reward_model", "test_reward_model", '''
+def build_reward_model(model_id, tokenizer):
+    model = AutoModelForSequenceClassification.from_pretrained(model_id, num_labels=1, dtype=torch.float32)
+    cover_tokenizer(model, tokenizer)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    for parameter in model.base_model.parameters():  # only the new head has to learn
+        parameter.requires_grad = False
+    return model
+'''),
     # ------------------------------------------------------------ tokenize_prompt
     "prompt_ids_as_batch_encoding": _mutant("tokenize_prompt", "test_ppo", '''
 def tokenize_prompt(example, tokenizer):
@@ -655,6 +749,50 @@ def make_ppo_config(output_dir):
         num_sample_generations=PPO_SAMPLE_GENERATIONS, save_strategy="no", report_to="none", bf16=False, fp16=False,
     )
 '''),
+    "ppo_config_sample_generations_left_out": _mutant("make_ppo_config", "test_ppo", '''
+def make_ppo_config(output_dir):
+    return PPOConfig(
+        output_dir=str(output_dir), learning_rate=PPO_LR, per_device_train_batch_size=PPO_BATCH_SIZE,
+        num_ppo_epochs=PPO_EPOCHS, total_episodes=PPO_TOTAL_EPISODES, response_length=PPO_RESPONSE_LENGTH,
+        stop_token="eos", kl_coef=PPO_KL_COEF, missing_eos_penalty=PPO_MISSING_EOS_PENALTY,
+        save_strategy="no", report_to="none", **trainer_precision(),
+    )
+'''),
+    "ppo_config_values_of_this_run": _mutant("make_ppo_config", "test_ppo", '''
+def make_ppo_config(output_dir):
+    # the values the hyper-parameter cell printed in this (fast) run
+    return PPOConfig(
+        output_dir=str(output_dir), learning_rate=1e-4, per_device_train_batch_size=2, num_ppo_epochs=1,
+        total_episodes=4, response_length=8, stop_token="eos", kl_coef=0.05, missing_eos_penalty=1.0,
+        num_sample_generations=0, save_strategy="no", report_to="none", **trainer_precision(),
+    )
+'''),
+    "ppo_config_hparams_splatted": _mutant("make_ppo_config", "test_ppo", '''
+def make_ppo_config(output_dir):
+    return PPOConfig(output_dir=str(output_dir), **PPO_HPARAMS, stop_token="eos",
+                     num_sample_generations=PPO_SAMPLE_GENERATIONS, save_strategy="no", report_to="none",
+                     **trainer_precision())
+'''),
+    "ppo_config_fp16_on_every_gpu": _mutant("make_ppo_config", "test_ppo", '''
+def make_ppo_config(output_dir):
+    return PPOConfig(
+        output_dir=str(output_dir), learning_rate=PPO_LR, per_device_train_batch_size=PPO_BATCH_SIZE,
+        num_ppo_epochs=PPO_EPOCHS, total_episodes=PPO_TOTAL_EPISODES, response_length=PPO_RESPONSE_LENGTH,
+        stop_token="eos", kl_coef=PPO_KL_COEF, missing_eos_penalty=PPO_MISSING_EOS_PENALTY,
+        num_sample_generations=PPO_SAMPLE_GENERATIONS, save_strategy="no", report_to="none",
+        bf16=False, fp16=DEVICE == "cuda",  # half precision on any GPU
+    )
+'''),
+    "ppo_config_both_flags_on_recent_gpus": _mutant("make_ppo_config", "test_ppo", '''
+def make_ppo_config(output_dir):
+    return PPOConfig(
+        output_dir=str(output_dir), learning_rate=PPO_LR, per_device_train_batch_size=PPO_BATCH_SIZE,
+        num_ppo_epochs=PPO_EPOCHS, total_episodes=PPO_TOTAL_EPISODES, response_length=PPO_RESPONSE_LENGTH,
+        stop_token="eos", kl_coef=PPO_KL_COEF, missing_eos_penalty=PPO_MISSING_EOS_PENALTY,
+        num_sample_generations=PPO_SAMPLE_GENERATIONS, save_strategy="no", report_to="none",
+        bf16=DEVICE == "cuda" and AMP_DTYPE == torch.bfloat16, fp16=DEVICE == "cuda",
+    )
+'''),
     # ------------------------------------------------------------ build_ppo_trainer
     "ppo_trainer_policy_and_reference_swapped": _mutant("build_ppo_trainer", "test_ppo", '''
 def build_ppo_trainer(args, tokenizer, value_model, reward_model, policy, ref_policy, train_dataset, eval_dataset):
@@ -677,6 +815,20 @@ def build_ppo_trainer(args, tokenizer, value_model, reward_model, policy, ref_po
     return PPOTrainer(args=args, processing_class=tokenizer, model=policy, ref_model=ref_policy,
                       reward_model=reward_model, value_model=value_model, train_dataset=train_dataset,
                       eval_dataset=train_dataset)
+'''),
+    "ppo_trainer_pads_prompts_on_the_right": _mutant("build_ppo_trainer", "test_ppo", '''
+def build_ppo_trainer(args, tokenizer, value_model, reward_model, policy, ref_policy, train_dataset, eval_dataset):
+    tokenizer.padding_side = "right"  # pad like the reward model does
+    return PPOTrainer(args=args, processing_class=tokenizer, model=policy, ref_model=ref_policy,
+                      reward_model=reward_model, value_model=value_model, train_dataset=train_dataset,
+                      eval_dataset=eval_dataset)
+'''),
+    "ppo_trainer_sets_the_learning_rate": _mutant("build_ppo_trainer", "test_ppo", '''
+def build_ppo_trainer(args, tokenizer, value_model, reward_model, policy, ref_policy, train_dataset, eval_dataset):
+    args.learning_rate = PPO_LR  # make sure the trainer uses our constant
+    return PPOTrainer(args=args, processing_class=tokenizer, model=policy, ref_model=ref_policy,
+                      reward_model=reward_model, value_model=value_model, train_dataset=train_dataset,
+                      eval_dataset=eval_dataset)
 '''),
     # ------------------------------------------------------------ sequence_log_probs
     "logprob_mean_not_normalised": _mutant("sequence_log_probs", "test_logprob_analysis", '''
@@ -790,7 +942,7 @@ def load_ppo_models(policy_id, reward_model_path, tokenizer):
 def make_ppo_config(output_dir):
     settings = dict(learning_rate=PPO_LR, per_device_train_batch_size=PPO_BATCH_SIZE, num_ppo_epochs=PPO_EPOCHS,
                     total_episodes=PPO_TOTAL_EPISODES, response_length=PPO_RESPONSE_LENGTH, kl_coef=PPO_KL_COEF,
-                    missing_eos_penalty=PPO_MISSING_EOS_PENALTY)
+                    missing_eos_penalty=PPO_MISSING_EOS_PENALTY, num_sample_generations=PPO_SAMPLE_GENERATIONS)
     return PPOConfig(output_dir=output_dir, stop_token="eos", save_strategy="no", report_to="none",
                      bf16=DEVICE == "cuda" and AMP_DTYPE == torch.bfloat16,
                      fp16=DEVICE == "cuda" and AMP_DTYPE == torch.float16, **settings)
@@ -852,6 +1004,86 @@ def sequence_log_probs(model, tokenizer, texts, batch_size=8, max_length=128):
         count.append(scored.sum(-1).cpu())
     total, count = torch.cat(total), torch.cat(count)
     return {"total": total, "mean": total / count.clamp(min=1), "num_tokens": count}
+''',
+    },
+    # The reward model's config built first (num_labels in it); the four PPO models from one helper,
+    # frozen parameter by parameter; the batch as gradient accumulation of single episodes; precision flags from an
+    # if/else; the reference policy as a deep copy of the policy, made before training.
+    "configs_first_and_copied_reference": {
+        "build_reward_model": '''
+def build_reward_model(model_id, tokenizer):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_id, num_labels=1)
+    model = AutoModelForSequenceClassification.from_pretrained(model_id, config=config, dtype=torch.float32)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id  # after resizing: a new [PAD] needs its row first
+    return model
+''',
+        "load_ppo_models": '''
+def load_ppo_models(policy_id, reward_model_path, tokenizer):
+    def load(auto_class, path, trainable):
+        model = cover_tokenizer(auto_class.from_pretrained(path, dtype=torch.float32), tokenizer)
+        if not trainable:
+            model.eval()
+            for parameter in model.parameters():
+                parameter.requires_grad = False
+        return model
+
+    return (load(AutoModelForSequenceClassification, reward_model_path, True),
+            load(AutoModelForSequenceClassification, reward_model_path, False),
+            load(AutoModelForCausalLM, policy_id, True), load(AutoModelForCausalLM, policy_id, False))
+''',
+        "make_ppo_config": '''
+def make_ppo_config(output_dir):
+    if DEVICE == "cuda" and AMP_DTYPE == torch.bfloat16:
+        flags = {"bf16": True, "fp16": False}
+    elif DEVICE == "cuda" and AMP_DTYPE == torch.float16:
+        flags = {"bf16": False, "fp16": True}
+    else:
+        flags = {"bf16": False, "fp16": False}
+    return PPOConfig(output_dir=str(output_dir), learning_rate=PPO_LR, per_device_train_batch_size=1,
+                     gradient_accumulation_steps=PPO_BATCH_SIZE, num_ppo_epochs=PPO_EPOCHS,
+                     total_episodes=PPO_TOTAL_EPISODES, response_length=PPO_RESPONSE_LENGTH, stop_token="eos",
+                     kl_coef=PPO_KL_COEF, missing_eos_penalty=PPO_MISSING_EOS_PENALTY,
+                     num_sample_generations=PPO_SAMPLE_GENERATIONS, save_strategy="no",
+                     report_to=["wandb"] if ENABLE_WANDB else [], **flags)
+''',
+        "build_ppo_trainer": '''
+def build_ppo_trainer(args, tokenizer, value_model, reward_model, policy, ref_policy, train_dataset, eval_dataset):
+    import copy
+
+    frozen_copy = copy.deepcopy(policy).eval()  # the policy as it is before PPO moves it
+    return PPOTrainer(args=args, processing_class=tokenizer, model=policy, ref_model=frozen_copy,
+                      reward_model=reward_model, value_model=value_model, train_dataset=train_dataset,
+                      eval_dataset=eval_dataset)
+''',
+    },
+    # The prompt encoded from its rendered text with tokenizer.encode; the configuration's arguments gathered in a
+    # dict (trainer_precision merged in, a Path as output_dir) and the trainer's in another.
+    "keyword_dicts_and_encode": {
+        "tokenize_prompt": '''
+def tokenize_prompt(example, tokenizer):
+    text = tokenizer.apply_chat_template([{"role": "user", "content": example["prompt"]}], tokenize=False,
+                                         add_generation_prompt=True)
+    return {"input_ids": tokenizer.encode(text, add_special_tokens=False)}
+''',
+        "make_ppo_config": '''
+def make_ppo_config(output_dir):
+    kwargs = {"output_dir": output_dir, "learning_rate": PPO_LR, "per_device_train_batch_size": PPO_BATCH_SIZE,
+              "num_ppo_epochs": PPO_EPOCHS, "total_episodes": PPO_TOTAL_EPISODES,
+              "response_length": PPO_RESPONSE_LENGTH, "kl_coef": PPO_KL_COEF,
+              "missing_eos_penalty": PPO_MISSING_EOS_PENALTY, "num_sample_generations": PPO_SAMPLE_GENERATIONS,
+              "stop_token": "eos", "save_strategy": "no", "report_to": "none"}
+    kwargs.update(trainer_precision())
+    return PPOConfig(**kwargs)
+''',
+        "build_ppo_trainer": '''
+def build_ppo_trainer(args, tokenizer, value_model, reward_model, policy, ref_policy, train_dataset, eval_dataset):
+    models = {"model": policy, "ref_model": ref_policy, "reward_model": reward_model, "value_model": value_model}
+    data = {"train_dataset": train_dataset, "eval_dataset": eval_dataset}
+    return PPOTrainer(args=args, processing_class=tokenizer, **models, **data)
 ''',
     },
 }
@@ -959,6 +1191,31 @@ STARRED_MUTANTS: dict[str, dict] = {
         "torch.relu(1 - margins)", "torch.relu(1 - h)")),
     "fdpo_ties_count_as_right": _f_dpo_mutant(_F_PRIME_RIGHT + _F_DPO_TAIL_RIGHT.replace(
         "(chosen_rewards > rejected_rewards)", "(chosen_rewards >= rejected_rewards)")),
+    # Right values, wrong gradients: the overflow guarded with torch.where, whose dropped branch still computes
+    # exp(1e4) = inf and back-propagates 0 * inf = nan.
+    "fdpo_where_guard_nan_gradient": _f_dpo_mutant('''
+    def f_prime(t):
+        if divergence == "reverse_kl":
+            return t
+        if divergence == "forward_kl":
+            return torch.where(-t > F_DPO_MAX_EXPONENT, -math.exp(F_DPO_MAX_EXPONENT), -torch.exp(-t))
+        if divergence == "js":
+            return F.logsigmoid(t)
+        capped = (1 - math.exp(F_DPO_MAX_EXPONENT)) / alpha
+        return torch.where(-alpha * t > F_DPO_MAX_EXPONENT, capped, -torch.expm1(-alpha * t) / alpha)
+''' + _F_DPO_TAIL_RIGHT),
+    # Right values, no gradient: the margins detached for the statistics, then used for the loss as well.
+    "fdpo_margins_detached_before_the_loss": _f_dpo_mutant(_F_PRIME_RIGHT + '''
+    chosen_rewards, rejected_rewards = beta * f_prime(t_w), beta * f_prime(t_l)
+    margins = (chosen_rewards - rejected_rewards).detach()  # a statistic: no gradient needed
+    if loss_type == "sigmoid":
+        losses = -F.logsigmoid(margins)
+    elif loss_type == "hinge":
+        losses = torch.relu(1 - margins)
+    else:
+        losses = (margins / beta - 1 / (2 * beta)) ** 2
+    return losses.mean(), (chosen_rewards > rejected_rewards).float().mean(), margins.mean()
+'''),
     # ------------------------------------------------------------ win_rate
     "win_rate_ties_count_as_losses": _mutant("win_rate", "test_win_rate_diversity", '''
 def win_rate(prompts, answers, baseline_answers, judge):
@@ -974,6 +1231,18 @@ def win_rate(prompts, answers, baseline_answers, judge):
 def win_rate(prompts, answers, baseline_answers, judge):
     scores, baseline_scores = np.asarray(judge(prompts, answers)), np.asarray(judge(prompts, baseline_answers))
     return float(np.mean((baseline_scores > scores) + 0.5 * (baseline_scores == scores)))
+'''),
+    "win_rate_ties_count_as_wins": _mutant("win_rate", "test_win_rate_diversity", '''
+def win_rate(prompts, answers, baseline_answers, judge):
+    scores, baseline_scores = judge(prompts, answers), judge(prompts, baseline_answers)
+    return sum(float(s >= b) for s, b in zip(scores, baseline_scores)) / len(prompts)
+'''),
+    "win_rate_ties_within_tolerance": _mutant("win_rate", "test_win_rate_diversity", '''
+def win_rate(prompts, answers, baseline_answers, judge):
+    scores = np.asarray(judge(prompts, answers), dtype=np.float64)
+    baseline_scores = np.asarray(judge(prompts, baseline_answers), dtype=np.float64)
+    ties = np.isclose(scores, baseline_scores)  # float scores: compare with a tolerance
+    return float(np.mean(np.where(ties, 0.5, (scores > baseline_scores).astype(float))))
 '''),
     # ------------------------------------------------------------ distinct_n
     "distinct_n_mean_over_answers": _mutant("distinct_n", "test_win_rate_diversity", '''
@@ -1016,6 +1285,18 @@ def mean_token_entropy(logits, mask):
     mask = mask.float()
     per_answer = (entropies * mask).sum(-1) / mask.sum(-1).clamp(min=1)
     return float(per_answer[mask.sum(-1) > 0].mean())
+'''),
+    "entropy_masked_but_mean_over_padding": _mutant("mean_token_entropy", "test_win_rate_diversity", '''
+def mean_token_entropy(logits, mask):
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    entropies = -(log_probs.exp() * log_probs).sum(-1)
+    return float((entropies * mask).mean())
+'''),
+    "entropy_indexed_by_integer_mask": _mutant("mean_token_entropy", "test_win_rate_diversity", '''
+def mean_token_entropy(logits, mask):
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    entropies = -(log_probs.exp() * log_probs).sum(-1)
+    return entropies[mask].mean().item()
 '''),
 }
 
@@ -1129,6 +1410,52 @@ def mean_token_entropy(logits, mask):
     return entropies[keep].mean().item()
 ''',
     },
+    # The log-ratio clamped instead of the exponent, softplus written out with abs and relu, the hinge with
+    # torch.where; the win rate with statistics.fmean of signs; distinct-n with a set of zipped words; the entropy
+    # from torch.special.entr.
+    "clamped_log_ratios_and_entr": {
+        "f_dpo_loss": '''
+def f_dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=0.1, divergence="reverse_kl",
+               alpha=0.5, loss_type="sigmoid"):
+    if divergence not in F_DIVERGENCES or loss_type not in F_DPO_LOSS_TYPES:
+        raise ValueError(f"divergence must be in {F_DIVERGENCES} and loss_type in {F_DPO_LOSS_TYPES}")
+    log_ratios = torch.stack([chosen_logps - ref_chosen_logps, rejected_logps - ref_rejected_logps])
+    if divergence == "reverse_kl":
+        f = log_ratios
+    elif divergence == "forward_kl":
+        f = -torch.exp(-torch.clamp(log_ratios, min=-F_DPO_MAX_EXPONENT))
+    elif divergence == "js":
+        f = -F.softplus(-log_ratios)
+    else:
+        f = -torch.expm1(-alpha * torch.clamp(log_ratios, min=-F_DPO_MAX_EXPONENT / alpha)) / alpha
+    h = f[0] - f[1]
+    z = beta * h
+    if loss_type == "sigmoid":
+        per_pair = torch.log1p(torch.exp(-z.abs())) + torch.relu(-z)
+    elif loss_type == "hinge":
+        per_pair = torch.where(z < 1, 1 - z, torch.zeros_like(z))
+    else:
+        per_pair = torch.square(h - 0.5 / beta)
+    return per_pair.mean(), (z > 0).float().mean(), z.mean().detach()
+''',
+        "win_rate": '''
+def win_rate(prompts, answers, baseline_answers, judge):
+    import statistics
+
+    pairs = zip(judge(prompts, answers), judge(prompts, baseline_answers))
+    return statistics.fmean(0.5 * (1.0 + float(a > b) - float(a < b)) for a, b in pairs)
+''',
+        "distinct_n": '''
+def distinct_n(texts, n):
+    grams = [gram for text in texts for gram in zip(*(text.split()[i:] for i in range(n)))]
+    return len(set(grams)) / len(grams) if grams else 0.0
+''',
+        "mean_token_entropy": '''
+def mean_token_entropy(logits, mask):
+    entropies = torch.special.entr(torch.softmax(logits.double(), dim=-1)).sum(-1)
+    return float(entropies.masked_select(mask.bool()).mean())
+''',
+    },
 }
 
 
@@ -1161,6 +1488,15 @@ def add_lora_adapters(model, r, alpha, target_modules):
         "r=r, lora_alpha=alpha", "r=alpha, lora_alpha=r")),
     "lora_dropout_left_on": _mutant("add_lora_adapters", "test_lora_dpo", _LORA_CONFIG.replace(
         "lora_dropout=0.0", "lora_dropout=0.05")),
+    "lora_targets_hardcoded_attention": _mutant("add_lora_adapters", "test_lora_dpo", _LORA_CONFIG.replace(
+        "target_modules=list(target_modules)", 'target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]')),
+    # a trainable copy of the output layer, as reward-model LoRA recipes save their score head
+    "lora_output_layer_trained_too": _mutant("add_lora_adapters", "test_lora_dpo", _LORA_CONFIG.replace(
+        "lora_dropout=0.0)", 'lora_dropout=0.0,\n                        modules_to_save=["lm_head"])')),
+    # PiSSA initialisation: the adapters start from the principal components, which it removes from the base
+    # weights; the model computes what it did, but with the adapters off it is no longer the pretrained model
+    "lora_pissa_initialisation": _mutant("add_lora_adapters", "test_lora_dpo", _LORA_CONFIG.replace(
+        "lora_dropout=0.0)", 'lora_dropout=0.0,\n                        init_lora_weights="pissa_niter_4")')),
     # ------------------------------------------------------------ count_parameters
     "count_parameters_from_state_dict": _mutant("count_parameters", "test_lora_dpo", '''
 def count_parameters(model):
@@ -1182,6 +1518,18 @@ def lora_reference_logps(model, dataset, tokenizer, batch_size, max_seq_len=None
 def lora_reference_logps(model, dataset, tokenizer, batch_size, max_seq_len=None):
     with model.disable_adapter():
         return precompute_reference_logps(model, dataset, tokenizer, batch_size)
+'''),
+    # get_base_model() is the wrapped transformers model, whose layers still carry the (active) adapters
+    "lora_reference_from_get_base_model": _mutant("lora_reference_logps", "test_lora_dpo", '''
+def lora_reference_logps(model, dataset, tokenizer, batch_size, max_seq_len=None):
+    return precompute_reference_logps(model.get_base_model(), dataset, tokenizer, batch_size, max_seq_len)
+'''),
+    # unload() gives the base model back by taking the adapter layers out of the model: the reference is right,
+    # but there is nothing left to train
+    "lora_reference_after_unload": _mutant("lora_reference_logps", "test_lora_dpo", '''
+def lora_reference_logps(model, dataset, tokenizer, batch_size, max_seq_len=None):
+    base = model.unload()
+    return precompute_reference_logps(base, dataset, tokenizer, batch_size, max_seq_len)
 '''),
 }
 
@@ -1237,6 +1585,35 @@ def lora_reference_logps(model, dataset, tokenizer, batch_size, max_seq_len=None
         model.base_model.enable_adapter_layers()
     dataset = dataset.remove_columns([c for c in ("ref_chosen_logps", "ref_rejected_logps") if c in dataset.column_names])
     return dataset.add_column("ref_chosen_logps", chosen.tolist()).add_column("ref_rejected_logps", rejected.tolist())
+''',
+    },
+    # peft's inject_adapter_in_model on the transformers model itself (no PeftModel around it), parameters counted
+    # by storage, and the adapter layers switched off and on one by one.
+    "injected_layers_toggled_by_hand": {
+        "add_lora_adapters": '''
+def add_lora_adapters(model, r, alpha, target_modules):
+    from peft import inject_adapter_in_model
+
+    config = LoraConfig(r=r, lora_alpha=alpha, target_modules=list(target_modules), lora_dropout=0.0)
+    return inject_adapter_in_model(config, model)
+''',
+        "count_parameters": '''
+def count_parameters(model):
+    tensors = {p.data_ptr(): p for p in model.state_dict(keep_vars=True).values() if isinstance(p, torch.nn.Parameter)}
+    return (sum(p.numel() for p in tensors.values() if p.requires_grad), sum(p.numel() for p in tensors.values()))
+''',
+        "lora_reference_logps": '''
+def lora_reference_logps(model, dataset, tokenizer, batch_size, max_seq_len=None):
+    from peft.tuners.lora import LoraLayer
+
+    layers = [module for module in model.modules() if isinstance(module, LoraLayer)]
+    for layer in layers:
+        layer.enable_adapters(False)
+    try:
+        return precompute_reference_logps(model, dataset, tokenizer, batch_size, max_seq_len)
+    finally:
+        for layer in layers:
+            layer.enable_adapters(True)
 ''',
     },
 }

@@ -23,8 +23,29 @@ KIT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(KIT_ROOT))
 from autograder.notebook import grading_env  # noqa: E402
 
-for key, value in grading_env(Path(os.environ.get("HW2_GRADING_OUTPUT_DIR", "/tmp/hw2-autograde"))).items():
+# A submission runs in the kernel and can print its environment into the autograded notebook and the
+# feedback: no credentials reach it. They are dropped from this process's environment before any kernel
+# starts, the Hub's token file and cache point at a scratch folder, and the Hub and W&B are forced offline.
+SECRET_NAME_PARTS = ("TOKEN", "SECRET", "PASSWORD", "API_KEY")
+
+
+def is_secret(name: str) -> bool:
+    name = name.upper()
+    return any(part in name for part in SECRET_NAME_PARTS) or name.endswith("_KEY")
+
+
+for key in [k for k in os.environ if is_secret(k)]:  # HF_TOKEN, HUGGING_FACE_HUB_TOKEN, WANDB_API_KEY, ...
+    del os.environ[key]
+
+OUTPUT_DIR = Path(os.environ.get("HW2_GRADING_OUTPUT_DIR", "/tmp/hw2-autograde"))
+for key, value in grading_env(OUTPUT_DIR).items():
     os.environ.setdefault(key, value)
+HF_SCRATCH = OUTPUT_DIR / "hf-home"  # no token file in it: a kernel that asks the Hub for one finds none
+os.environ.update({
+    "HF_HOME": str(HF_SCRATCH), "HF_TOKEN_PATH": str(HF_SCRATCH / "token"), "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+    "WANDB_MODE": "offline",
+})
 
 
 c.Execute.timeout = 300  # seconds per cell; the grading profile needs far less

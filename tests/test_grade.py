@@ -1,24 +1,33 @@
 """The grading CLI on real submissions: correct, empty, broken and adversarial ones, graded side by side."""
 import json
+import shutil
 import subprocess
 import sys
 
 import nbformat
 import pytest
 
-from autograder.grade import extra_credit_tests
+from autograder.checks import all_checks
 from autograder.paths import REPO_ROOT
 from autograder.release import RELEASE_NOTEBOOK
-from autograder.submission import fill_answers, solution_answers, autograded_tests
+from autograder.grading.submission import fill_answers, solution_answers, autograded_tests
 
 SOLUTION = solution_answers()
+
+if shutil.which("bwrap") is None:
+    pytest.skip("the grading sandbox needs bubblewrap: apt-get install -y bubblewrap", allow_module_level=True)
+
+
+def extra_credit_tests(tests):
+    checks = all_checks()
+    return {gid for gid in tests if checks[gid].extra_credit}
 
 ADVERSARIAL = {
     # an endless loop inside a graded function: that test times out, the others are graded
     "loops": {"pad": "def pad(tensors, padding_value=0, padding_side='right'):\n    while True:\n        pass\n"},
     # kills the grading process from inside dpo_loss: tests graded before keep their points
     "exits": {"dpo_loss": "import os\n\ndef dpo_loss(*args, **kwargs):\n    os._exit(3)\n"},
-    # a wrong dpo_loss that makes every comparison succeed by monkeypatching torch
+    # a wrong dpo_loss that monkeypatches torch in its own process: the judge, in another process, is untouched
     "patches_torch": {"dpo_loss": (
         "import torch\ntorch.allclose = lambda *a, **k: True\ntorch.isclose = lambda a, b, **k: torch.ones_like(a, dtype=torch.bool)\n"
         "def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=0.1):\n"
@@ -55,7 +64,7 @@ def graded(fixtures, tmp_path_factory):
     (submitted / "garbage" / "hw2_dpo_ppo" / "hw2_dpo_ppo.ipynb").write_text("{ not json")
     out = tmp_path_factory.mktemp("grades")
     command = [sys.executable, "-m", "autograder", "grade", str(submitted), "--out", str(out), "--jobs", "2",
-               "--check-timeout", "20", "--timeout", "300"]
+               "--check-timeout", "20", "--timeout", "300", "--seed", "0"]
     run = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
     return run, out, command
 
@@ -123,14 +132,16 @@ def test_exiting_process_keeps_earlier_results(graded):
     before = order[: order.index("test_dpo_loss")]
     assert all(exits["tests"][gid]["status"] == "passed" for gid in before)
     assert exits["tests"]["test_dpo_loss"]["status"] == "error" and exits["tests"]["test_dpo_loss"]["score"] == 0
-    assert "process ended" in exits["tests"]["test_dpo_loss"]["feedback"]
+    assert "stopped" in exits["tests"]["test_dpo_loss"]["feedback"]
+    after = order[order.index("test_dpo_loss") + 1:]
+    assert all(exits["tests"][gid]["status"] == "passed" for gid in after), "the sandbox is restarted"
 
 
 def test_monkeypatching_torch_does_not_buy_points(graded):
     _, out, _ = graded
     patched = result(out, "patches_torch")
     assert patched["tests"]["test_dpo_loss"]["score"] < patched["tests"]["test_dpo_loss"]["max_score"] / 2
-    assert "replaced" in json.dumps(patched)
+    assert patched["tests"]["test_get_log_prob"]["status"] == "passed"
 
 
 def test_output_flood_memory_hog_and_exit_are_contained(graded):

@@ -1,5 +1,4 @@
 """What the checks share: the real tokenizer and the tiny model, loaded once, plus a cache of references."""
-import copy
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ class CheckContext:
     def __init__(self, model_dir: str | Path | None = None):
         self._model_dir = Path(model_dir) if model_dir is not None else None
         self._tokenizer = None
-        self._model = None
+        self._shared_dir: Path | None = None
         self._cache: dict = {}
 
     @property
@@ -41,38 +40,49 @@ class CheckContext:
     def tokenizer(self):
         """The real SmolLM2 tokenizer (pad token = end-of-turn token)."""
         if self._tokenizer is None:
-            from transformers import AutoTokenizer
+            from autograder.grading.exercise.resources import tokenizer_from_spec
+            from autograder.grading.remote import tag
 
-            tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-            if tokenizer.pad_token is None:
-                tokenizer.pad_token = tokenizer.eos_token
-            self._tokenizer = tokenizer
+            spec = {"kind": "tokenizer", "path": str(self.model_dir), "pad": None, "side": None}
+            self._tokenizer = tag(tokenizer_from_spec(spec), spec)
         return self._tokenizer
 
     @property
     def pad_id(self) -> int:
         return self.tokenizer.pad_token_id
 
+    def model_spec(self, requires_grad: bool = False, noise: float = 0.0, seed: int = 0, **extra) -> dict:
+        """The spec of a copy of the tiny model (see `autograder.grading.exercise.resources.model_from_spec`)."""
+        return {"kind": "model", "path": str(self.model_dir), "auto": "AutoModelForCausalLM", "noise": noise,
+                "seed": seed, "requires_grad": requires_grad, **extra}
+
     def model(self, requires_grad: bool = False, noise: float = 0.0, seed: int = 0):
-        """A fresh float32 copy of the tiny model in eval mode, optionally with seeded noise on its weights."""
-        import torch
+        """A fresh float32 copy of the tiny model in eval mode, optionally with seeded noise on its weights.
 
-        if self._model is None:
-            from transformers import AutoModelForCausalLM
+        The model carries its spec: handed to student code, it travels as the spec, and the exercise builds
+        the same weights on its side.
+        """
+        from autograder.grading.exercise.resources import model_from_spec
+        from autograder.grading.remote import tag
 
-            base = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32)
-            base.eval().requires_grad_(False)
-            for module in base.modules():
-                if isinstance(module, torch.nn.Dropout):
-                    module.p = 0.0
-            self._model = base
-        model = copy.deepcopy(self._model)
-        if noise:
-            generator = torch.Generator().manual_seed(seed)
-            with torch.no_grad():
-                for parameter in model.parameters():
-                    parameter.add_(noise * torch.randn(parameter.shape, generator=generator))
-        return model.requires_grad_(requires_grad)
+        spec = self.model_spec(requires_grad, noise, seed)
+        return tag(model_from_spec(spec), spec)
+
+    @property
+    def shared_dir(self) -> Path:
+        """A folder for files that student code must read (checkpoints the checks write once per process).
+
+        The sandbox mounts it read-only at the same path, next to the fixtures.
+        """
+        if self._shared_dir is None:
+            import atexit
+            import shutil
+            import tempfile
+
+            self._shared_dir = Path(tempfile.mkdtemp(prefix="hw2-judge-inputs-"))
+            self._shared_dir.chmod(0o755)
+            atexit.register(shutil.rmtree, self._shared_dir, True)
+        return self._shared_dir
 
     def cached(self, key, compute: Callable):
         """`compute()` once per context: reference values do not depend on the student's code."""

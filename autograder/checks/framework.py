@@ -18,12 +18,13 @@ import math
 import os
 import sys
 import traceback
-import types
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-STATUS_PASSED, STATUS_FAILED, STATUS_ERROR = "passed", "failed", "error"
+from autograder.grading.exercise.runtime import rebind, rebound_namespace  # noqa: F401 (re-exported)
+
+STATUS_PASSED, STATUS_FAILED, STATUS_ERROR, STATUS_TIMEOUT = "passed", "failed", "error", "timeout"
 
 
 class CheckFailure(Exception):
@@ -62,10 +63,11 @@ class StudentError(Exception):
 
     def feedback(self) -> str:
         message = str(self.error).strip() or "(no message)"
-        if isinstance(self.error, NotImplementedError):
+        type_name = getattr(self.error, "type_name", type(self.error).__name__)
+        if isinstance(self.error, NotImplementedError) or getattr(self.error, "not_implemented", False):
             return f"NotImplementedError: {shorten(message, 300)}"
-        where = student_frame(self.error)
-        return (f"{self.action} raised {type(self.error).__name__}: {shorten(message, 400)}"
+        where = getattr(self.error, "where", None) or student_frame(self.error)
+        return (f"{self.action} raised {type_name}: {shorten(message, 400)}"
                 + (f"\n          (last line of notebook code that ran: {where})" if where else ""))
 
 
@@ -87,64 +89,67 @@ def student_frame(error: BaseException) -> str:
     return f"line {frame.lineno}: {frame.line}" if frame.line else f"{frame.filename}, line {frame.lineno}"
 
 
-def lookup(ns: dict, name: str) -> Callable:
-    """The callable `name` of the namespace; MissingFunction if there is none."""
-    value = ns.get(name)
-    if value is None or not callable(value):
-        raise MissingFunction(name)
-    return value
+class StudentFunction:
+    """A notebook function as the judge sees it: called on the other side of a `Runner`, results as data.
 
-
-def rebind(function: Callable, new_globals: dict, old_globals: dict) -> Callable:
-    """`function` re-created so that it looks up global names in `new_globals` (if it used `old_globals`).
-
-    A Python function resolves the global names it uses (other notebook functions) in the dict it was
-    defined in, its `__globals__`. Copying the namespace is not enough to swap a dependency: the copied
-    functions still read the original dict. Re-creating them with the copy as globals is.
+    Whatever the call raises there becomes a StudentError (or MissingFunction when the name is not defined),
+    so it fails only the case that called it, with feedback that names the exception and the notebook line.
+    `isolate` maps names of other notebook functions to the judge's stand-ins (served as oracles) or to
+    values, so that a bug graded elsewhere is not punished twice.
     """
-    if not isinstance(function, types.FunctionType) or function.__globals__ is not old_globals:
-        return function
-    clone = types.FunctionType(function.__code__, new_globals, function.__name__, function.__defaults__,
-                               function.__closure__)
-    clone.__kwdefaults__ = dict(function.__kwdefaults__) if function.__kwdefaults__ else None
-    clone.__dict__.update(function.__dict__)
-    clone.__qualname__, clone.__doc__ = function.__qualname__, function.__doc__
-    return clone
 
+    def __init__(self, runner, name: str, isolate: dict | None = None):
+        self.runner, self.name, self.isolate = runner, name, isolate
 
-def rebound_namespace(ns: dict, overrides: dict | None = None) -> dict:
-    """A copy of `ns` whose functions use the copy as globals, with `overrides` put in place.
+    def __call__(self, *args, **kwargs):
+        return self.reply(args, kwargs).value
 
-    Every plain function defined in the notebook (its globals are `ns`) is re-created on the copy, so a
-    function of the copy that calls `get_log_prob` calls `overrides["get_log_prob"]` when given. Decorated
-    functions (whose wrapper was defined elsewhere) keep their original globals.
-    """
-    copy = dict(ns)
-    for name, value in ns.items():
-        copy[name] = rebind(value, copy, ns)
-    copy.update(overrides or {})
-    return copy
+    def reply(self, args=(), kwargs=None, keep: bool = False, backward: list | None = None, grads: tuple = ()):
+        """The full `Reply` (value, gradients, kept reference) of one call."""
+        from autograder.grading.remote import MissingName, RemoteError
 
-
-def student(ns: dict, name: str, isolate: dict | None = None) -> Callable:
-    """The student's function `name`, wrapped so that any exception it raises becomes a StudentError.
-
-    `isolate` maps names of other functions to reference implementations the student function should call
-    instead of the student's own, so that a bug graded elsewhere is not punished twice.
-    """
-    function = lookup(ns, name)
-    if isolate:
-        function = rebound_namespace(ns, isolate).get(name, function)
-
-    def call(*args, **kwargs):
         try:
-            return function(*args, **kwargs)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as error:  # noqa: BLE001 (anything the student's code does is reported)
-            raise StudentError(name, error) from error
+            return self.runner.call(self.name, args, kwargs or {}, isolate=self.isolate, keep=keep,
+                                    backward=backward, grads=grads)
+        except MissingName as missing:
+            raise MissingFunction(missing.name) from None
+        except RemoteError as error:
+            action = None if error.during.startswith("calling") else f"{error.during} of `{self.name}`"
+            raise StudentError(self.name, error, action) from None
 
-    return call
+    def with_grads(self, args, kwargs=None, backward=(0,), grads: tuple = ()):
+        """Call, back-propagate from the output at `backward` (its sum, if it has several elements) and return
+        (value, gradients of `grads`); the gradients are None when back-propagating failed."""
+        reply = self.reply(args, kwargs, backward=list(backward), grads=grads)
+        return reply.value, reply.grads
+
+
+def student(runner, name: str, isolate: dict | None = None) -> StudentFunction:
+    """The student's function `name` behind `runner` (see `StudentFunction`)."""
+    return StudentFunction(as_runner(runner), name, isolate)
+
+
+def as_runner(namespace_or_runner):
+    """A `Runner` for a namespace (in-process exercise) or the runner itself."""
+    from autograder.grading.remote import LocalRunner, Runner
+
+    if isinstance(namespace_or_runner, Runner):
+        return namespace_or_runner
+    if isinstance(namespace_or_runner, dict):
+        return LocalRunner(namespace_or_runner)
+    raise TypeError(f"expected a notebook namespace or a Runner, got {type(namespace_or_runner).__name__}")
+
+
+def call_student(name: str, action: str, function: Callable, *args, **kwargs):
+    """Run one more request about student code (a method, an iteration); its errors become StudentErrors."""
+    from autograder.grading.remote import MissingName, RemoteError
+
+    try:
+        return function(*args, **kwargs)
+    except MissingName as missing:
+        raise MissingFunction(missing.name) from None
+    except RemoteError as error:
+        raise StudentError(name, error, action) from None
 
 
 @dataclass
@@ -179,7 +184,7 @@ class CaseResult:
     name: str
     weight: float
     passed: bool
-    kind: str  # "passed", "wrong", "missing", "exception", "internal"
+    kind: str  # "passed", "wrong", "missing", "exception", "timeout", "crash", "internal"
     message: str = ""
 
 
@@ -188,21 +193,41 @@ class CheckResult:
     grade_id: str
     score: float
     max_score: float
-    status: str  # "passed" | "failed" | "error"
+    status: str  # "passed" | "failed" | "error" | "timeout"
     feedback: str
     cases: list[CaseResult] = field(default_factory=list)
 
 
-def run_case(case: Case, ns: dict, context) -> CaseResult:
-    """Run one case, turning every outcome into a CaseResult (never raises, except KeyboardInterrupt)."""
+_RUN_SALT = 0
+
+
+def set_run_salt(salt: int) -> None:
+    """Vary the random inputs of the checks per grading run (0, the default, keeps them fixed for tests)."""
+    global _RUN_SALT
+    _RUN_SALT = int(salt) % (2**31)
+
+
+def salted(seed: int) -> int:
+    """A seed for random check inputs: `seed` shifted by this run's salt."""
+    return (int(seed) + _RUN_SALT) % (2**31)
+
+
+def run_case(case: Case, runner, context) -> CaseResult:
+    """Run one case, turning every outcome into a CaseResult (never raises, except KeyboardInterrupt and the
+    runner's own failures, which the caller handles)."""
     import torch
+
+    from autograder.grading.remote import ExerciseFailure
 
     try:
         with torch.random.fork_rng(devices=[]), torch.enable_grad(), contextlib.redirect_stdout(io.StringIO()):
-            torch.manual_seed(0)
-            case.run(ns, context)
+            torch.manual_seed(salted(0))
+            case.run(runner, context)
     except (KeyboardInterrupt, SystemExit):
         raise
+    except ExerciseFailure as failure:
+        kind = "timeout" if failure.kind == "timeout" else "crash"
+        return CaseResult(case.name, case.weight, False, kind, str(failure))
     except CheckFailure as failure:
         return CaseResult(case.name, case.weight, False, "wrong", failure.feedback())
     except MissingFunction as missing:
@@ -213,11 +238,14 @@ def run_case(case: Case, ns: dict, context) -> CaseResult:
         message = (f"internal error of the grader, not of your code ({type(error).__name__}: "
                    f"{shorten(str(error), 300)}); please tell the course staff")
         return CaseResult(case.name, case.weight, False, "internal", message)
+    finally:
+        with contextlib.suppress(Exception):
+            runner.release()
     return CaseResult(case.name, case.weight, True, "passed")
 
 
-def run_check(check: Check, ns: dict, context) -> CheckResult:
-    """Run every case of `check` against the namespace `ns`.
+def run_check(check: Check, ns, context) -> CheckResult:
+    """Run every case of `check` against a notebook namespace (exercised in this process) or a `Runner`.
 
     The cases run on one CPU thread: their tensors are tiny, and on a busy machine several threads per
     process spend more time waiting for each other than computing (ten times slower on 2 shared cores).
@@ -227,7 +255,16 @@ def run_check(check: Check, ns: dict, context) -> CheckResult:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        results = [run_case(case, ns, context) for case in check.cases]
+        runner = as_runner(ns)
+        results = []
+        for case in check.cases:
+            stopped = next((r for r in results if r.kind in ("timeout", "crash")), None)
+            if stopped is None:
+                results.append(run_case(case, runner, context))
+            else:  # the rest of a check that hung or crashed is not run again
+                reason = "timed out" if stopped.kind == "timeout" else "stopped the process"
+                results.append(CaseResult(case.name, case.weight, False, stopped.kind,
+                                          f"not run: an earlier case of this check {reason}"))
     finally:
         torch.set_num_threads(threads)
     total = sum(r.weight for r in results)
@@ -235,7 +272,9 @@ def run_check(check: Check, ns: dict, context) -> CheckResult:
     score = round(check.points * passed / total, 6) if total else 0.0
     if passed == total:
         status = STATUS_PASSED
-    elif any(r.kind in ("missing", "exception", "internal") for r in results):
+    elif all(r.kind == "timeout" for r in results if not r.passed):
+        status = STATUS_TIMEOUT
+    elif any(r.kind in ("missing", "exception", "crash", "internal") for r in results):
         status = STATUS_ERROR
     else:
         status = STATUS_FAILED

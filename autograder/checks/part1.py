@@ -11,7 +11,9 @@ import math
 import torch
 
 from autograder.checks import reference as ref
-from autograder.checks.framework import Check, CheckFailure, StudentError, shorten, student
+from autograder.checks.compare import expect_gradient, expect_model_gradients
+from autograder.checks.framework import Check, CheckFailure, call_student, salted, shorten, student
+from autograder.grading.remote import Provided
 
 EXAMPLES = [
     {"prompt": "Do you like rainy days?",
@@ -411,11 +413,10 @@ def _(ns, ctx):
     case = "make_dataloader"
     rows = chat_rows(ctx)
     dataset = Dataset.from_list([{key: row[key] for key in ID_KEYS} for row in rows])
-    loader = student(ns, "make_dataloader", ISOLATE_COLLATE)(dataset, ctx.tokenizer, batch_size=3, shuffle=False)
-    try:
-        batches = list(loader)
-    except Exception as error:  # noqa: BLE001 (the collate function is the student's)
-        raise StudentError("make_dataloader", error, "iterating the DataLoader of `make_dataloader`") from error
+    function = student(ns, "make_dataloader", ISOLATE_COLLATE)
+    reply = function.reply((dataset, ctx.tokenizer), {"batch_size": 3, "shuffle": False}, keep=True)
+    batches = call_student("make_dataloader", "iterating the DataLoader of `make_dataloader`",
+                           ns.iterate, reply.ref, 8)
     if len(batches) != 2:
         raise CheckFailure(case, "2 batches for 4 examples with batch_size=3", f"{len(batches)} batches")
     for index, chunk in enumerate((rows[:3], rows[3:])):
@@ -522,23 +523,26 @@ def _(ns, ctx):
                            "average the per-pair losses with .mean()")
 
 
-@loss_check.case("gradients raise the chosen log-probs and lower the rejected ones", weight=2)
+@loss_check.case("gradients raise the chosen log-probs and lower the rejected ones, exactly", weight=2)
 def _(ns, ctx):
-    case = "gradient direction"
-    values = ([-4.0, -6.0, -5.0], [-7.0, -5.0, -5.0], [-5.0] * 3, [-5.0] * 3)
+    case = "gradients"
+    generator = torch.Generator().manual_seed(salted(11))
+    values = [(-6 * torch.rand(5, generator=generator) - 1).tolist() for _ in range(4)]
     beta = 0.5
-    tensors, (loss, _, _) = loss_by_student(ns, case, values, beta=beta, requires_grad=True)
-    if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
-        raise CheckFailure(case, "a loss tensor that carries gradients", repr(loss)[:80])
-    loss.reshape(()).backward()
-    numbers = ref.dpo_numbers(*values, beta)
-    for tensor, key, sign in ((tensors[0], "grad_chosen", "negative"), (tensors[1], "grad_rejected", "positive")):
-        seen = [0.0] * 3 if tensor.grad is None else tensor.grad.tolist()
-        if not all(close(s, e, 1e-6, 1e-3) for s, e in zip(seen, numbers[key])):
-            what = key.replace("grad_", "")
-            raise CheckFailure(case, f"d loss / d {what}_logps = {fmt(numbers[key])} (all {sign})", fmt(seen),
-                               "minimising the loss must make chosen answers likelier and rejected ones less "
-                               "likely: check the sign and the order of the terms")
+    tensors = [torch.tensor(v, dtype=torch.float32, requires_grad=True) for v in values]
+    out, grads = student(ns, "dpo_loss").with_grads(tensors, {"beta": beta}, backward=(0,),
+                                                    grads=("arg:0", "arg:1", "arg:2", "arg:3"))
+    loss = triple(out, case, "dpo_loss")[0]
+    if grads is None or not isinstance(loss, torch.Tensor) or not loss.requires_grad:
+        raise CheckFailure(case, "a loss tensor that carries gradients", repr(loss)[:80],
+                           "compute the loss with torch operations, without .item() or torch.no_grad()")
+    inputs = [torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in values]
+    ref.isolated_dpo_loss(*inputs, beta=beta)[0].backward()
+    names = ("policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps", "reference_rejected_logps")
+    for index, (name, reference) in enumerate(zip(names, inputs)):
+        expect_gradient(case, name, grads.get(f"arg:{index}"), reference.grad.float(),
+                        "minimising the loss must make chosen answers likelier and rejected ones less likely: "
+                        "check the sign and the order of the terms, beta inside the sigmoid, and the mean")
 
 
 # ================================================================ test_get_log_prob
@@ -556,7 +560,7 @@ def log_prob_by_student(ns, case, logits, labels, mask):
 
 
 def random_inputs(seed=0, batch=3, length=7, vocab=11):
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(salted(seed))
     logits = 3 * torch.randn(batch, length, vocab, generator=generator)
     labels = torch.randint(0, vocab, (batch, length), generator=generator)
     return logits, labels
@@ -620,32 +624,38 @@ def _(ns, ctx):
                      atol=1e-3)
 
 
-@logp_check.case("gradients reach the logits of the scored positions only", weight=1)
+@logp_check.case("gradients reach the logits of the scored positions only, with the right values", weight=1)
 def _(ns, ctx):
     case = "gradients"
     base, labels = random_inputs(seed=4, batch=2)
     logits = base.clone().requires_grad_(True)
     mask = torch.tensor([[0, 0, 0, 1, 1, 0, 0], [0, 1, 1, 0, 0, 0, 0]])
-    seen = log_prob_by_student(ns, case, logits, labels, mask)
-    if not seen.requires_grad:
+    seen, grads = student(ns, "get_log_prob").with_grads((logits, labels.clone(), mask.clone()), backward=(),
+                                                         grads=("arg:0",))
+    if not isinstance(seen, torch.Tensor) or not seen.requires_grad or grads is None:
         raise CheckFailure(case, "log-probs that carry gradients back to the logits", "requires_grad=False",
                            "stay with torch operations (no .item(), .tolist() or torch.no_grad())")
-    seen.sum().backward()
-    if logits.grad is None:
+    expected_logits = base.clone().requires_grad_(True)
+    ref.isolated_get_log_prob(expected_logits, labels, mask).sum().backward()
+    seen_grad = grads.get("arg:0")
+    if seen_grad is None:
         raise CheckFailure(case, "gradients on the logits", "no gradient")
-    scored = (logits.grad.abs().sum(-1) > 0).tolist()
+    scored = (seen_grad.abs().sum(-1) > 0).tolist()
     expected = [positions + [False] for positions in mask[:, 1:].bool().tolist()]
     if scored != expected:
         raise CheckFailure(case, f"gradients at the positions {expected} (the ones before each answer token)",
                            f"gradients at {scored}", "the logits at t-1 score the token at t; nothing scores the "
                            "last position")
+    expect_gradient(case, "the logits", seen_grad, expected_logits.grad,
+                    "the gradient of a log-softmax is one-hot(label) - softmax: take the log-softmax of the logits "
+                    "themselves (not of detached or rescaled copies)")
 
 
 # ================================================================ test_dpo_training
 
 training_check = Check("test_dpo_training", 2, ("concat_prompt_completion", "dpo_batch_loss"))
 ISOLATE_BATCH_LOSS = {"get_log_prob": ref.isolated_get_log_prob, "dpo_loss": ref.isolated_dpo_loss,
-                      "sequence_logits": ref.isolated_sequence_logits,
+                      "sequence_logits": Provided("sequence_logits"),
                       # the checks run on the CPU even where the notebook picked a GPU
                       "DEVICE": "cpu", "AMP_DTYPE": torch.float32}
 PAD = 2  # <|im_end|>, the pad token of SmolLM's tokenizer, also inside the answers below
@@ -796,25 +806,41 @@ def _(ns, ctx):
                          "max_seq_len to concat_prompt_completion")
 
 
-@training_check.case("gradients reach the policy, never the reference model", weight=2)
+def expected_policy_gradients(ctx, rows, beta):
+    def compute():
+        policy, reference = policy_and_reference(ctx)
+        policy.requires_grad_(True)
+        ref.batch_dpo_loss(policy, reference, rows, beta, None).backward()
+        return {name: p.grad.detach().clone() for name, p in policy.named_parameters()}
+    return ctx.cached(("policy-grads", beta), compute)
+
+
+@training_check.case("gradients reach the policy (the reference values), never the reference model", weight=2)
 def _(ns, ctx):
     case = "gradients"
     rows = training_rows(ctx, False)
-    (loss, _, _), policy, reference = batch_loss_by_student(ns, ctx, case, rows, 0.5, None,
-                                                            trainable_reference=True)
-    if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
+    policy, reference = policy_and_reference(ctx, trainable_reference=True)
+    policy_ref, reference_ref = ns.new(ctx.model_spec(True, 0.05, 1)), ns.new(ctx.model_spec(True))
+    function = student(ns, "dpo_batch_loss", ISOLATE_BATCH_LOSS)
+    out, grads = function.with_grads((policy_ref, reference_ref, batch_tensors(rows, ctx.pad_id), 0.5, None),
+                                     backward=(0,), grads=(f"ref:{policy_ref.handle}", f"ref:{reference_ref.handle}"))
+    loss = triple(out, case, "dpo_batch_loss")[0]
+    if not isinstance(loss, torch.Tensor) or not loss.requires_grad or grads is None:
         raise CheckFailure(case, "a loss that carries gradients to the policy", "a loss with requires_grad=False",
                            "run the policy (`model`) WITH gradients; only the reference runs under torch.no_grad()")
-    loss.reshape(()).backward()
-    if not any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in policy.parameters()):
+    policy_grads, reference_grads = grads.get(f"ref:{policy_ref.handle}") or {}, grads.get(f"ref:{reference_ref.handle}") or {}
+    if not any(g is not None and bool(g.abs().sum() > 0) for g in policy_grads.values()):
         raise CheckFailure(case, "non-zero gradients on the policy's parameters", "no gradient",
                            "the policy's log-probs must keep their graph")
-    leaked = [name for name, p in reference.named_parameters() if p.grad is not None and bool(p.grad.abs().sum() > 0)]
+    leaked = [name for name, g in reference_grads.items() if g is not None and bool(g.abs().sum() > 0)]
     if leaked:
         raise CheckFailure(case, "no gradient on the reference model", f"gradients on {len(leaked)} of its tensors "
                            f"(e.g. {leaked[0]})",
                            "run ref_model under torch.no_grad() (or detach its log-probs): it must stay frozen "
                            "even when its parameters have requires_grad=True")
+    expect_model_gradients(case, "the policy", policy_grads, expected_policy_gradients(ctx, rows, 0.5),
+                           "both answers of the policy (chosen AND rejected) must keep their graph, through "
+                           "get_log_prob and dpo_loss; nothing of the policy may run under torch.no_grad()")
 
 
 CHECKS = [apply_check, tokenize_check, pad_check, collate_check, loss_check, logp_check, training_check]

@@ -172,3 +172,32 @@ def batch_dpo_numbers(policy, reference, rows: list[dict[str, list[int]]], beta:
             logps[f"ref_{answer}"].append(answer_log_prob(reference, prompt, tokens))
     numbers = dpo_numbers(logps["chosen"], logps["rejected"], logps["ref_chosen"], logps["ref_rejected"], beta)
     return numbers | {"logps": logps}
+
+
+def answer_log_prob_tensor(model, prompt: list[int], answer: list[int]) -> torch.Tensor:
+    """log p(answer | prompt) as a tensor that keeps the graph to the model's parameters (one sequence)."""
+    if not answer:
+        return torch.zeros(())
+    ids = torch.tensor([prompt + answer])
+    log_probs = F.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
+    positions = torch.arange(len(prompt) - 1, len(prompt) + len(answer) - 1)
+    return log_probs[positions, torch.tensor(answer)].sum()
+
+
+def batch_dpo_loss(policy, reference, rows: list[dict[str, list[int]]], beta: float,
+                   max_seq_len: int | None) -> torch.Tensor:
+    """The DPO loss of `batch_dpo_numbers` as a tensor, differentiable in the policy's parameters."""
+    prompt_width = max(len(row["prompt_input_ids"]) for row in rows)
+    keep = None if max_seq_len is None else max(0, max_seq_len - prompt_width)
+    margins = []
+    for row in rows:
+        prompt = list(row["prompt_input_ids"])
+        ratios = []
+        for answer in ("chosen", "rejected"):
+            tokens = list(row[f"{answer}_input_ids"])
+            tokens = tokens if keep is None else tokens[:keep]
+            with torch.no_grad():
+                reference_logp = answer_log_prob_tensor(reference, prompt, tokens)
+            ratios.append(answer_log_prob_tensor(policy, prompt, tokens) - reference_logp)
+        margins.append(beta * (ratios[0] - ratios[1]))
+    return F.softplus(-torch.stack(margins)).mean()

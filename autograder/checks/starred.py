@@ -2,10 +2,14 @@
 
 The references below are written differently from the notebook's solution: f'(u) straight from the table of
 Wang et al. (2023) in terms of the ratio u with the `math` module (valid for the moderate log-ratios where they
-are used), per-pair Python loops, finite differences for the gradients, n-grams counted with index arithmetic,
-and entropies in float64 one position at a time. The win-rate judge is a real reward model (a one-label
-classifier on the tiny model, as in the Part 2 checks) that scores one unpadded conversation at a time, so
-its scores do not depend on how a student batches the calls.
+are used), per-pair Python loops, the gradients differentiated by hand (f'' and the loss's derivative),
+n-grams counted with index arithmetic, and entropies in float64 one position at a time. The win-rate judges
+are functions of the checks that student code calls back (the runner serves them as oracles); one of them is
+a real reward model (a one-label classifier on the tiny model, as in the Part 2 checks) that scores one
+unpadded conversation at a time, so its scores do not depend on how a student batches the calls.
+
+Everything the student's functions return comes back as data; gradients are computed where the student's code
+runs (`with_grads`) and compared element by element with the hand-derived ones.
 """
 import math
 
@@ -13,9 +17,9 @@ import numpy as np
 import torch
 
 from autograder.checks import reference as ref
-from autograder.checks.framework import Check, CheckFailure, StudentError, student
+from autograder.checks.compare import expect_gradient
+from autograder.checks.framework import Check, CheckFailure, StudentError, salted, student
 from autograder.checks.part1 import EXAMPLES, chat_rows, close, fmt, scalar, triple
-from autograder.checks.part2 import checkpoints, classifier_scores, make_tokenizer, scored_conversation_ids
 
 DIVERGENCES = ("reverse_kl", "forward_kl", "js", "alpha")
 LOSS_TYPES = ("sigmoid", "hinge", "ipo")
@@ -62,20 +66,48 @@ def f_dpo_numbers(values, beta: float, divergence: str, alpha: float, loss_type:
     }
 
 
-def finite_difference_grads(values, beta, divergence, alpha, loss_type, step: float = 1e-6) -> list[list[float]]:
-    """d loss / d chosen_logps and d loss / d rejected_logps by central differences of the float64 reference."""
-    grads = []
-    for which in (0, 1):
-        row = []
-        for i in range(len(values[0])):
-            shifted = []
-            for sign in (1, -1):
-                moved = [list(v) for v in values]
-                moved[which][i] += sign * step
-                shifted.append(f_dpo_numbers(moved, beta, divergence, alpha, loss_type)["loss"])
-            row.append((shifted[0] - shifted[1]) / (2 * step))
-        grads.append(row)
-    return grads
+def f_second(divergence: str, log_ratio: float, alpha: float) -> float:
+    """d f'(e^t) / dt: how a pair's f' moves with its log-ratio t."""
+    if divergence == "reverse_kl":
+        return 1.0
+    if divergence == "forward_kl":
+        return math.exp(-log_ratio)
+    if divergence == "js":
+        return 1.0 / (1.0 + math.exp(log_ratio))
+    if divergence == "alpha":
+        return math.exp(-alpha * log_ratio)
+    raise ValueError(divergence)
+
+
+def pair_loss_slope(loss_type: str, h: float, beta: float) -> float:
+    """d pair_loss / dh."""
+    if loss_type == "sigmoid":
+        return -beta / (1.0 + math.exp(beta * h))
+    if loss_type == "hinge":
+        return -beta if 1.0 - beta * h > 0 else 0.0
+    if loss_type == "ipo":
+        return 2.0 * (h - 1.0 / (2.0 * beta))
+    raise ValueError(loss_type)
+
+
+def f_dpo_gradients(values, beta, divergence, alpha, loss_type) -> list[torch.Tensor]:
+    """d loss / d (chosen, rejected, ref_chosen, ref_rejected) log-probs, differentiated by hand in float64.
+
+    h_i = f'(t_w) - f'(t_l) with t_w = chosen - ref_chosen, t_l = rejected - ref_rejected, and the loss is the
+    mean of pair_loss(h_i): d loss / d chosen_i = pair_loss'(h_i) f''(t_w) / n, the rejected side with a minus
+    sign, each reference with the opposite sign of its answer.
+    """
+    chosen, rejected, ref_chosen, ref_rejected = values
+    n = len(chosen)
+    grads = [[], [], [], []]
+    for c, r, rc, rr in zip(chosen, rejected, ref_chosen, ref_rejected):
+        t_w, t_l = c - rc, r - rr
+        h = f_prime(divergence, t_w, alpha) - f_prime(divergence, t_l, alpha)
+        slope = pair_loss_slope(loss_type, h, beta) / n
+        d_chosen, d_rejected = slope * f_second(divergence, t_w, alpha), -slope * f_second(divergence, t_l, alpha)
+        for index, value in enumerate((d_chosen, d_rejected, -d_chosen, -d_rejected)):
+            grads[index].append(value)
+    return [torch.tensor(g, dtype=torch.float64) for g in grads]
 
 
 def distinct_reference(texts: list[str], n: int) -> float:
@@ -223,23 +255,60 @@ def _(ns, ctx):
                      divergence)
 
 
-@f_dpo_check.case("gradients with respect to the log-probs match finite differences", weight=1)
+GRADIENT_SETTINGS = [(divergence, loss_type) for divergence in DIVERGENCES for loss_type in LOSS_TYPES]
+GRADIENT_HINT = {
+    "reverse_kl": "f'(u) = t: d f' / dt = 1",
+    "forward_kl": "f'(u) = -exp(-t): d f' / dt = exp(-t)",
+    "js": "f'(u) = logsigmoid(t): d f' / dt = sigmoid(-t)",
+    "alpha": "f'(u) = (1 - exp(-alpha t)) / alpha: d f' / dt = exp(-alpha t)",
+}
+LOSS_SLOPE_HINT = {
+    "sigmoid": "d/dh -logsigmoid(beta h) = -beta sigmoid(-beta h)",
+    "hinge": "d/dh max(0, 1 - beta h) = -beta where 1 - beta h > 0, else 0",
+    "ipo": "d/dh (h - 1 / (2 beta))^2 = 2 (h - 1 / (2 beta))",
+}
+
+
+def gradient_values(seed: int) -> tuple[list[float], ...]:
+    """Random log-probs around -8 whose log-ratios lie in [-2.5, 2.5]: margins of both signs, some hinge pairs past
+    the hinge and some before it, and no exponent anywhere near the cap."""
+    generator = torch.Generator().manual_seed(salted(seed))
+    ref_chosen, ref_rejected = (-8 + 2 * torch.rand(6, generator=generator, dtype=torch.float64) for _ in range(2))
+    t_w, t_l = (5 * torch.rand(6, generator=generator, dtype=torch.float64) - 2.5 for _ in range(2))
+    return ((ref_chosen + t_w).tolist(), (ref_rejected + t_l).tolist(), ref_chosen.tolist(), ref_rejected.tolist())
+
+
+def f_dpo_with_grads(ns, case, values, **kwargs):
+    """The student's f_dpo_loss on float32 inputs that require gradients: (loss, accuracy, margin) and the
+    gradients of the loss with respect to the four inputs (None when back-propagating failed)."""
+    tensors = [torch.tensor(v, dtype=torch.float32, requires_grad=True) for v in values]
+    out, grads = student(ns, "f_dpo_loss").with_grads(tensors, kwargs, backward=(0,),
+                                                      grads=("arg:0", "arg:1", "arg:2", "arg:3"))
+    return triple(out, case, "f_dpo_loss"), grads
+
+
+@f_dpo_check.case("gradients with respect to the log-probs match the hand-derived ones, for every divergence and loss",
+                  weight=1.5)
 def _(ns, ctx):
     case = "gradients"
-    for divergence, loss_type in (("forward_kl", "sigmoid"), ("js", "sigmoid"), ("alpha", "sigmoid"),
-                                  ("js", "ipo")):
-        tensors, (loss, _, _) = f_dpo_by_student(ns, case, HAND_VALUES, requires_grad=True, beta=0.5,
-                                                 divergence=divergence, loss_type=loss_type)
-        if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
-            raise CheckFailure(case, "a loss tensor that carries gradients", repr(loss)[:80])
-        loss.reshape(()).backward()
-        expected = finite_difference_grads(HAND_VALUES, 0.5, divergence, 0.5, loss_type)
-        for tensor, grads, name in zip(tensors, expected, ("chosen", "rejected")):
-            seen = [0.0] * len(grads) if tensor.grad is None else tensor.grad.tolist()
-            if not all(close(s, e, 1e-5, 1e-3) for s, e in zip(seen, grads)):
-                raise CheckFailure(case, f"d loss / d {name}_logps = {fmt(grads)} ({divergence}, {loss_type})",
-                                   fmt(seen), "the loss must be a differentiable function of the log-probs: no "
-                                   ".item(), .detach() or torch.no_grad() on the way")
+    for seed, beta in ((21, 0.5), (22, 2.0)):
+        values = gradient_values(seed)
+        for divergence, loss_type in GRADIENT_SETTINGS:
+            setting = f"divergence={divergence!r}, loss_type={loss_type!r}, beta={beta}"
+            (loss, _, _), grads = f_dpo_with_grads(ns, case, values, beta=beta, divergence=divergence, alpha=0.5,
+                                                   loss_type=loss_type)
+            if grads is None or not isinstance(loss, torch.Tensor) or not loss.requires_grad:
+                raise CheckFailure(case, f"a loss tensor that carries gradients ({setting})", repr(loss)[:80],
+                                   "the loss must be a differentiable function of the log-probs: no .item(), "
+                                   ".detach() or torch.no_grad() on the way")
+            expected = f_dpo_gradients(values, beta, divergence, 0.5, loss_type)
+            for index, name in ((0, "chosen_logps"), (1, "rejected_logps")):
+                expect_gradient(case, f"{name} ({setting}, log-probs {fmt(values[index])} against the reference's "
+                                f"{fmt(values[index + 2])})", grads.get(f"arg:{index}"), expected[index].float(),
+                                f"d loss / d logps = (d pair loss / dh) * (d f' / dt) / batch_size with "
+                                f"{GRADIENT_HINT[divergence]} and {LOSS_SLOPE_HINT[loss_type]}: every step from the "
+                                "log-probs to the loss must be a torch operation on the log-ratio itself",
+                                rtol=1e-3, atol_fraction=1e-4)
 
 
 @f_dpo_check.case("finite losses and gradients at log-ratios of +-1e4, for every divergence and loss", weight=2)
@@ -247,20 +316,20 @@ def _(ns, ctx):
     case = "extreme log-ratios"
     for divergence in DIVERGENCES:
         for loss_type in LOSS_TYPES:
-            tensors, (loss, _, _) = f_dpo_by_student(ns, case, EXTREME_VALUES, requires_grad=True, beta=0.1,
-                                                     divergence=divergence, loss_type=loss_type)
+            (loss, _, _), grads = f_dpo_with_grads(ns, case, EXTREME_VALUES, beta=0.1, divergence=divergence,
+                                                   loss_type=loss_type)
             value = scalar(loss, case, "loss")
-            grads = []
-            if isinstance(loss, torch.Tensor) and loss.requires_grad:
-                loss.reshape(()).backward()
-                grads = [g for t in tensors for g in ([] if t.grad is None else t.grad.tolist())]
-            if not math.isfinite(value) or not all(math.isfinite(g) for g in grads):
+            seen = [g for key in ("arg:0", "arg:1") for g in
+                    (grads[key].tolist() if grads and isinstance(grads.get(key), torch.Tensor) else [])]
+            if not math.isfinite(value) or not all(math.isfinite(g) for g in seen):
                 raise CheckFailure(
                     case, f"a finite loss and finite gradients ({divergence}, {loss_type}, log-ratios "
                           f"t_w = {EXTREME_VALUES[0]}, t_l = {EXTREME_VALUES[1]})",
-                    f"loss {value}, gradients {fmt(grads)}",
+                    f"loss {value}, gradients {fmt(seen)}",
                     "exp(t) overflows and gives inf/nan: write f' with the log-ratio t (-exp(-t), logsigmoid(t), "
-                    f"expm1) and cap every argument of exp() at F_DPO_MAX_EXPONENT = {MAX_EXPONENT:g}")
+                    f"expm1) and cap every argument of exp() at F_DPO_MAX_EXPONENT = {MAX_EXPONENT:g} with a clamp. "
+                    "torch.where(cond, safe, exp(...)) is not enough: the branch it drops still overflows, and its "
+                    "gradient, 0 * inf, is nan")
 
 
 def sigmoid_loss_in_log_space(divergence: str, values, beta: float) -> float:
@@ -313,11 +382,12 @@ def _(ns, ctx):
         try:
             function(*tensors, **kwargs)
         except StudentError as error:
-            if isinstance(error.error, ValueError):
+            type_name = getattr(error.error, "type_name", type(error.error).__name__)
+            if type_name == "ValueError":
                 continue
-            if isinstance(error.error, NotImplementedError):
+            if getattr(error.error, "not_implemented", False) or isinstance(error.error, NotImplementedError):
                 raise
-            raise CheckFailure(case, f"ValueError for {kwargs}", f"{type(error.error).__name__}: {error.error}",
+            raise CheckFailure(case, f"ValueError for {kwargs}", f"{type_name}: {error.error}",
                                "raise ValueError naming the allowed values") from None
         raise CheckFailure(case, f"ValueError for {kwargs}", "no exception",
                            "check divergence against F_DIVERGENCES and loss_type against F_DPO_LOSS_TYPES")
@@ -334,19 +404,35 @@ def word_count_judge(prompts: list[str], answers: list[str]) -> list[int]:
     return [len(answer.split()) for answer in answers]
 
 
+REWARD_HEAD_SEED = 7  # the seeded score head of the Part 2 checks' reward model
+
+
 def reward_judge(ctx):
-    """The reward model of the checks as a judge: one unpadded conversation at a time, cached."""
+    """The reward model of the checks as a judge: one unpadded conversation at a time, cached.
+
+    A one-label classifier on the tiny model with a seeded score head and the chat-safe pad token in its config
+    (the Part 2 checks' reward model), built here from its spec; it runs in the judge when student code calls it.
+    """
     def build():
-        model = checkpoints(ctx)["classifier"]
-        tokenizer = make_tokenizer(ctx, "safe", "right")
+        from autograder.grading.exercise.resources import model_from_spec, tokenizer_from_spec
+
+        tokenizer = tokenizer_from_spec({"kind": "tokenizer", "path": str(ctx.model_dir), "pad": "safe",
+                                         "side": "right"})
+        model = model_from_spec({"kind": "model", "path": str(ctx.model_dir),
+                                 "auto": "AutoModelForSequenceClassification", "head_seed": REWARD_HEAD_SEED,
+                                 "pad_token_id": tokenizer.pad_token_id})
         cache = {}
 
         def judge(prompts, answers):
             scores = []
             for prompt, answer in zip(prompts, answers):
                 if (prompt, answer) not in cache:
-                    ids = scored_conversation_ids(prompt, answer, tokenizer)
-                    cache[prompt, answer] = classifier_scores(model, [ids], tokenizer.pad_token_id)[0]
+                    messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+                    text = tokenizer.apply_chat_template(messages, tokenize=False)
+                    text = text[: text.rindex(tokenizer.eos_token) + len(tokenizer.eos_token)]
+                    with torch.no_grad():
+                        logits = model(input_ids=torch.tensor([ref.token_ids(text, tokenizer)])).logits
+                    cache[prompt, answer] = float(logits[0, 0])
                 scores.append(cache[prompt, answer])
             return np.array(scores, dtype=np.float32)
 
@@ -402,6 +488,24 @@ def _(ns, ctx):
                                f"{fmt([float(s) for s in judge(prompts, baseline)])})", seen,
                                "compare the two scores of each prompt (the judge returns a numpy array); do not "
                                "compare averages")
+
+
+@diversity_check.case("win_rate: only equal scores tie; a difference of 1e-6 decides", weight=1)
+def _(ns, ctx):
+    case = "ties are equal scores"
+    table = {"mine": [0.5, 0.500001, 0.250001, 1.0], "theirs": [0.5, 0.5, 0.25, 1.0]}
+
+    def close_scores(prompts, answers):  # each answer's score by its name: a tie, two narrow wins, a tie
+        return [table[answer][int(prompt)] for prompt, answer in zip(prompts, answers)]
+
+    prompts = ["0", "1", "2", "3"]
+    seen = win_rate_by_student(ns, case, prompts, ["mine"] * 4, ["theirs"] * 4, close_scores)
+    expected = win_rate_reference(table["mine"], table["theirs"])
+    if not close(seen, expected, 1e-9):
+        raise CheckFailure(case, f"{expected} (scores {table['mine']} against {table['theirs']}: two ties and two "
+                           "wins by 1e-6)", seen,
+                           "a tie is two EQUAL scores (==), worth 0.5; a higher score, however little higher, is a "
+                           "win (not np.isclose, not rounded scores)")
 
 
 @diversity_check.case("win_rate: each answer is judged together with its own prompt", weight=1)

@@ -1,0 +1,170 @@
+"""Inputs the judge hands to student functions, built the same way on both sides of the sandbox.
+
+A *spec* is a small JSON description of an input that is too large or too alive to send as data: a tokenizer
+variant, a model from a checkpoint folder (optionally with seeded noise on its weights), a dataset of rows,
+a PPO configuration (or the PPOConfig class student code builds one with while graded).
+The judge builds its own copy from the spec to compute the expected values; the sandboxed exercise builds the
+copy that the student's code receives. Both call the functions below, so both copies are equal.
+"""
+import copy
+from pathlib import Path
+
+CHAT_SAFE_CANDIDATES = ("<|endoftext|>",)
+ADDED_PAD = "[PAD]"  # a token the tokenizer does not have: models must grow an embedding row for it
+
+_BASE_TOKENIZERS: dict = {}
+_BASE_MODELS: dict = {}
+_PPO_CONFIG_CLASS: list = []
+
+
+def base_tokenizer(path: str):
+    """The tokenizer of the folder `path`, loaded once per process (pad token = end-of-turn token)."""
+    if path not in _BASE_TOKENIZERS:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        _BASE_TOKENIZERS[path] = tokenizer
+    return _BASE_TOKENIZERS[path]
+
+
+def chat_safe_pad(tokenizer) -> str:
+    """A pad token that never occurs in rendered chat text: the unknown token of SmolLM (`<|endoftext|>`)."""
+    messages = [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello 👋"}]
+    rendered = tokenizer.apply_chat_template(messages, tokenize=False)
+    used = set(tokenizer(rendered, add_special_tokens=False)["input_ids"])
+    for candidate in (tokenizer.unk_token, *CHAT_SAFE_CANDIDATES):
+        if candidate and tokenizer.convert_tokens_to_ids(candidate) not in used:
+            return candidate
+    raise RuntimeError("the grading tokenizer has no chat-safe pad token")
+
+
+def tokenizer_from_spec(spec: dict):
+    """A private tokenizer. `pad`: None (as loaded), "eos", "safe" (chat-safe) or "added" (a new [PAD] token)."""
+    tokenizer = copy.deepcopy(base_tokenizer(str(spec["path"])))
+    pad = spec.get("pad")
+    if pad == "eos":
+        tokenizer.pad_token = tokenizer.eos_token
+    elif pad == "safe":
+        tokenizer.pad_token = chat_safe_pad(tokenizer)
+    elif pad == "added":
+        tokenizer.add_special_tokens({"pad_token": ADDED_PAD})
+    elif pad is not None:
+        raise ValueError(f"unknown pad {pad!r}")
+    if spec.get("side"):
+        tokenizer.padding_side = spec["side"]
+    return tokenizer
+
+
+def _base_model(path: str, auto: str):
+    key = (path, auto)
+    if key not in _BASE_MODELS:
+        import torch
+        import transformers
+
+        loader = getattr(transformers, auto)
+        model = loader.from_pretrained(path, dtype=torch.float32, **({"num_labels": 1} if "Sequence" in auto else {}))
+        model.eval().requires_grad_(False)
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        _BASE_MODELS[key] = model
+    return _BASE_MODELS[key]
+
+
+MODEL_CLASSES = ("AutoModelForCausalLM", "AutoModelForSequenceClassification")
+
+
+def model_from_spec(spec: dict):
+    """A fresh float32 model in eval mode (dropout off) from `spec`:
+
+    path, auto (one of MODEL_CLASSES), noise and seed (seeded Gaussian noise added to every weight),
+    head_seed (a classifier's score head re-drawn from this seed), pad_token_id (written into the config),
+    requires_grad, lora (peft LoRA adapters on top, see `lora_adapted`).
+    """
+    import torch
+
+    auto = spec.get("auto", "AutoModelForCausalLM")
+    if auto not in MODEL_CLASSES:
+        raise ValueError(f"unknown model class {auto!r}")
+    model = copy.deepcopy(_base_model(str(spec["path"]), auto))
+    with torch.no_grad():
+        if spec.get("head_seed") is not None:
+            generator = torch.Generator().manual_seed(int(spec["head_seed"]))
+            model.score.weight.copy_(0.5 * torch.randn(model.score.weight.shape, generator=generator))
+        if spec.get("noise"):
+            generator = torch.Generator().manual_seed(int(spec.get("seed", 0)))
+            for parameter in model.parameters():
+                parameter.add_(float(spec["noise"]) * torch.randn(parameter.shape, generator=generator))
+    if spec.get("pad_token_id") is not None:
+        model.config.pad_token_id = int(spec["pad_token_id"])
+    model.requires_grad_(bool(spec.get("requires_grad", False)))
+    if spec.get("lora"):
+        model = lora_adapted(model, spec["lora"])
+    return model
+
+
+def lora_adapted(model, lora: dict):
+    """`model` wrapped in peft LoRA adapters, in eval mode: `lora` gives r, alpha and targets (module names).
+
+    As a LoRA answer builds it (task_type CAUSAL_LM, no dropout): the pretrained weights frozen, B at zero.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(task_type="CAUSAL_LM", r=int(lora["r"]), lora_alpha=float(lora["alpha"]),
+                        target_modules=[str(t) for t in lora["targets"]], lora_dropout=0.0)
+    return get_peft_model(model, config).eval()
+
+
+def dataset_from_rows(rows: list):
+    from datasets import Dataset
+
+    return Dataset.from_list(list(rows))
+
+
+def ppo_config_class():
+    """TRL's PPOConfig, except that bf16=True on a machine without a bfloat16 GPU sets use_cpu instead of raising.
+
+    Handed to student code in place of `PPOConfig`, it lets the checks judge a configuration's GPU branch
+    (DEVICE='cuda', AMP_DTYPE=bfloat16) on a CPU: the fields are the ones the student's code chose.
+    """
+    if not _PPO_CONFIG_CLASS:
+        from transformers.utils import is_torch_bf16_gpu_available
+        from trl.experimental.ppo import PPOConfig
+
+        class GradingPPOConfig(PPOConfig):
+            def __post_init__(self):
+                wants_bf16 = not self.fp16 if self.bf16 is None else bool(self.bf16)
+                if (wants_bf16 or self.bf16_full_eval) and not is_torch_bf16_gpu_available():
+                    self.use_cpu = True
+                super().__post_init__()
+
+        GradingPPOConfig.__name__ = GradingPPOConfig.__qualname__ = "PPOConfig"
+        _PPO_CONFIG_CLASS.append(GradingPPOConfig)
+    return _PPO_CONFIG_CLASS[0]
+
+
+def ppo_config(fields: dict):
+    """TRL's PPOConfig with these fields (a configuration the judge chose)."""
+    from trl.experimental.ppo import PPOConfig
+
+    return PPOConfig(**dict(fields))
+
+
+def build(spec: dict):
+    """The object a spec describes (tokenizer, model, dataset, path, PPO configuration or its class)."""
+    kind = spec.get("kind")
+    if kind == "tokenizer":
+        return tokenizer_from_spec(spec)
+    if kind == "model":
+        return model_from_spec(spec)
+    if kind == "dataset":
+        return dataset_from_rows(spec["rows"])
+    if kind == "path":
+        return Path(spec["path"])
+    if kind == "ppo_config":
+        return ppo_config(spec["fields"])
+    if kind == "ppo_config_class":
+        return ppo_config_class()
+    raise ValueError(f"unknown spec kind {kind!r}")

@@ -1,0 +1,597 @@
+"""The exercise side of grading: run the submission's cells, then call its functions as the judge asks.
+
+Requests (JSON documents, see `wire`) and what they return:
+
+- `init`: execute the assembled cells (instructor setup + the student's answers) -> notes on failed cells;
+- `call`: call a notebook function on decoded inputs, optionally with other names of the notebook replaced
+  (`isolate`), then optionally back-propagate from one output and collect gradients -> the result as data;
+- `new`, `method`, `attrs`, `iterate`, `export`, `get`, `release`: make an input from a spec and keep it,
+  call a method of a kept object, read some of its attributes, iterate it, describe it, read a notebook
+  constant, forget kept objects.
+
+Stand-ins for functions graded elsewhere are *oracles*: the exercise never holds their code. Calling one sends
+the inputs to the judge, which computes the result (and, for tensors that need it, the gradients in the
+backward pass). The judge answers an oracle only while the call that declared it is running.
+"""
+import contextlib
+import dataclasses
+import enum
+import inspect
+import os
+import signal
+import sys
+import traceback
+import types
+
+from . import resources, wire
+
+EXPORT_ROWS = 64  # rows of a dataset described in a reply
+EXPORT_BATCHES = 16  # batches of a DataLoader read by `iterate`
+
+
+class CellTimeout(BaseException):
+    """Raised by the alarm when a top-level cell runs too long."""
+
+
+class ExerciseError(Exception):
+    """A request that cannot be served (unknown handle, bad spec)."""
+
+
+def error_form(error: BaseException, during: str) -> dict:
+    """What the judge learns about an exception of student code: type, message and the notebook line."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename.startswith("<")
+              and f.filename not in ("<string>", "<frozen runpy>")]
+    where = ""
+    if frames:
+        frame = frames[-1]
+        where = f"line {frame.lineno}" + (f": {frame.line}" if frame.line else f" of {frame.filename}")
+    try:
+        message = str(error)
+    except Exception:  # noqa: BLE001 (an exception whose __str__ raises)
+        message = "(its message cannot be printed)"
+    return {"type": type(error).__name__, "message": message[:2000], "where": where[:300], "during": during,
+            "not_implemented": isinstance(error, NotImplementedError)}
+
+
+def rebind(function, new_globals: dict, old_globals: dict):
+    """`function` re-created so that it looks up global names in `new_globals` (if it used `old_globals`)."""
+    if not isinstance(function, types.FunctionType) or function.__globals__ is not old_globals:
+        return function
+    clone = types.FunctionType(function.__code__, new_globals, function.__name__, function.__defaults__,
+                               function.__closure__)
+    clone.__kwdefaults__ = dict(function.__kwdefaults__) if function.__kwdefaults__ else None
+    clone.__dict__.update(function.__dict__)
+    clone.__qualname__, clone.__doc__ = function.__qualname__, function.__doc__
+    return clone
+
+
+def rebound_namespace(namespace: dict, overrides: dict | None = None) -> dict:
+    """A copy of `namespace` whose functions use the copy as globals, with `overrides` put in place.
+
+    Every plain function defined in the notebook is re-created on the copy, so a function of the copy that
+    calls `get_log_prob` calls `overrides["get_log_prob"]` when given.
+    """
+    copy = dict(namespace)
+    for key, value in namespace.items():
+        copy[key] = rebind(value, copy, namespace)
+    copy.update(overrides or {})
+    return copy
+
+
+def isolated(namespace: dict, name: str, overrides: dict):
+    """The function `name` re-created on a copy of the namespace in which `overrides` replace other names.
+
+    A function decorated in the notebook (`@torch.no_grad()`) is unwrapped, re-created and run under
+    `torch.no_grad()` again, so that the overrides reach the code inside the decorator too.
+    """
+    copy = rebound_namespace(namespace, overrides)
+    function = copy.get(name)
+    inner = inspect.unwrap(namespace.get(name)) if callable(namespace.get(name)) else None
+    if inner is not None and inner is not namespace.get(name) and isinstance(inner, types.FunctionType) \
+            and inner.__globals__ is namespace:
+        import torch
+
+        rebound = rebind(inner, copy, namespace)
+
+        def call(*args, **kwargs):
+            with torch.no_grad():
+                return rebound(*args, **kwargs)
+
+        return call
+    return function
+
+
+class Exerciser:
+    """Serves the judge's requests on one submission's namespace.
+
+    `channel(document, tensors) -> (document, tensors)` asks the judge something (oracles) and waits for the
+    answer; in the sandbox it writes to and reads from the judge's pipes.
+    """
+
+    def __init__(self, namespace: dict, channel):
+        self.namespace = namespace
+        self.channel = channel
+        self.objects: dict[int, object] = {}
+        self.next_id = 1
+        self.provided: dict[str, object] = {}  # names as the instructor's cells defined them
+
+    # ------------------------------------------------------------ data in, data out
+
+    def keep(self, value) -> int:
+        handle = self.next_id
+        self.next_id += 1
+        self.objects[handle] = value
+        return handle
+
+    def handle_of(self, value) -> int | None:
+        for handle, kept in self.objects.items():
+            if kept is value:
+                return handle
+        return None
+
+    def decode_special(self, tag, form, decoder, depth):
+        if tag == "$spec":
+            spec = decoder.decode(form["$spec"], depth + 1)
+            value = resources.build(spec)
+            if form.get("id") is not None:
+                self.objects[int(form["id"])] = value
+            return True, value
+        if tag == "$ref":
+            handle = int(form["$ref"])
+            if handle not in self.objects:
+                raise ExerciseError(f"no kept object {handle}")
+            return True, self.objects[handle]
+        if tag == "$oracle":
+            return True, self.oracle(str(form["$oracle"]))
+        if tag == "$provided":
+            name = str(form["$provided"])
+            return True, self.provided.get(name, self.namespace.get(name))
+        return False, None
+
+    def decode(self, form, tensors):
+        return wire.decode(form, tensors, self.decode_special)
+
+    def encode_special(self, value, depth, encoder, top_level_ref: bool = True):
+        if isinstance(value, (str, int, float, bool, type(None))):
+            return None
+        handle = self.handle_of(value) if (depth > 0 or top_level_ref) else None
+        if handle is not None:
+            return {"$ref": handle, "type": type(value).__name__}
+        return describe(value, depth, encoder)
+
+    def encode(self, value):
+        return wire.encode(value, self.encode_special)
+
+    # ------------------------------------------------------------ oracles
+
+    def oracle(self, name: str):
+        """A stand-in whose result the judge computes; tensors that need gradients get them from the judge."""
+        exerciser = self
+
+        def stand_in(*args, **kwargs):
+            return exerciser.ask_oracle(name, args, kwargs)
+
+        stand_in.__name__ = stand_in.__qualname__ = name
+        return stand_in
+
+    def ask_oracle(self, name: str, args: tuple, kwargs: dict):
+        import torch
+
+        encoder = wire.Encoder()
+        form = encoder.encode({"args": list(args), "kwargs": dict(kwargs)})
+        trainable = [i for i, t in enumerate(encoder.originals)
+                     if torch.is_grad_enabled() and t.requires_grad and t.is_floating_point()]
+        reply, out = self.channel({"op": "oracle", "name": name, "input": form, "grad": trainable},
+                                  encoder.tensors)
+        value = self.decode_reply(reply, out)
+        differentiable = [t for t in _tensors_in(value) if t.requires_grad]
+        if reply.get("token") is None or not trainable or not differentiable:
+            return value
+        for tensor in differentiable:
+            tensor.requires_grad_(False)
+        linked = OracleFunction.apply(self, int(reply["token"]), len(trainable),
+                                      *[encoder.originals[i] for i in trainable], *differentiable)
+        return _replace_tensors(value, dict(zip(map(id, differentiable), linked)))
+
+    def decode_reply(self, reply: dict, tensors):
+        if "error" in reply:
+            raise RuntimeError(f"the grader's stand-in failed: {reply['error']}")
+        return self.decode(reply["value"], tensors)
+
+    # ------------------------------------------------------------ requests
+
+    def serve(self, request: dict, tensors: list) -> tuple[dict, list]:
+        op = request.get("op")
+        handler = getattr(self, f"op_{op}", None)
+        if handler is None:
+            return {"fail": f"unknown request {op!r}"}, []
+        try:
+            return handler(request, tensors)
+        except (ExerciseError, wire.WireError) as error:
+            return {"fail": str(error)}, []
+
+    def reply(self, value, **extra) -> tuple[dict, list]:
+        try:
+            form, tensors = self.encode(value)
+        except Exception as error:  # noqa: BLE001 (a result whose description raised: the student's object)
+            return {"error": error_form(error, "describing the result")}, []
+        return {"value": form, **extra}, tensors
+
+    def op_init(self, request, tensors):
+        notes = []
+        timeout = float(request.get("cell_timeout", 120))
+        for cell in request.get("cells", []):
+            before = dict(self.namespace)
+            try:
+                with time_limit(timeout):
+                    exec(compile(cell["source"], f"<{cell['name']}>", "exec"), self.namespace)
+                if cell.get("provided"):
+                    self.provided.update({k: v for k, v in self.namespace.items() if before.get(k) is not v})
+            except CellTimeout:
+                notes.append(f"{cell['name']} was stopped after {timeout:g} s (an endless loop at the top level?)")
+            except BaseException as error:  # noqa: BLE001 (SystemExit and friends included: report, go on)
+                form = error_form(error, "running the cell")
+                notes.append(f"{cell['name']} raised {form['type']}: {form['message'].strip()[:300]}"
+                             + (f" ({form['where']})" if form["where"] else ""))
+        return {"notes": notes}, []
+
+    def function(self, request) -> tuple[object, dict | None]:
+        name = str(request["name"])
+        value = self.namespace.get(name)
+        if value is None or not callable(value):
+            return None, {"missing": name}
+        if request.get("isolate"):
+            overrides = self.decode(request["isolate"], [])
+            value = isolated(self.namespace, name, dict(overrides))
+        return value, None
+
+    def op_call(self, request, tensors):
+        function, missing = self.function(request)
+        if missing:
+            return missing, []
+        try:
+            inputs = self.decode(request.get("input", {"$dict": []}), tensors)
+        except (ExerciseError, wire.WireError):
+            raise
+        args, kwargs = list(inputs.get("args", [])), dict(inputs.get("kwargs", {}))
+        import torch
+
+        try:
+            with torch.enable_grad():
+                result = function(*args, **kwargs)
+        except BaseException as error:  # noqa: BLE001 (everything student code raises is reported)
+            if isinstance(error, CellTimeout):
+                raise
+            return {"error": error_form(error, f"calling `{request['name']}`")}, []
+        return self.after_call(request, result, args, kwargs)
+
+    def after_call(self, request, result, args, kwargs):
+        """Back-propagate if asked, describe the result, and keep it (after describing it in full) if asked."""
+        grads, extra = {}, {}
+        if request.get("backward") is not None:
+            try:
+                output = follow(result, request["backward"])
+                output.reshape(()).backward() if output.numel() == 1 else output.sum().backward()
+                grads = self.gradients(request.get("grads", []), args, kwargs)
+            except BaseException as error:  # noqa: BLE001 (the result is the student's: report, let the judge say)
+                extra["backward_error"] = error_form(error, "back-propagating from the result")
+                grads = None
+        form, tensors = self.reply({"result": result, "grads": grads}, **extra)
+        if request.get("keep") and "value" in form:
+            form["ref"] = self.keep(result)
+        return form, tensors
+
+    def gradients(self, targets: list, args: list, kwargs: dict) -> dict:
+        """`.grad` of the requested inputs: "arg:N"/"kwarg:NAME" tensors, or "ref:H" models (per parameter)."""
+        import torch
+
+        out = {}
+        for target in targets:
+            kind, _, key = str(target).partition(":")
+            if kind == "arg":
+                value = args[int(key)] if int(key) < len(args) else None
+            elif kind == "kwarg":
+                value = kwargs.get(key)
+            elif kind == "ref":
+                value = self.objects.get(int(key))
+            else:
+                continue
+            if isinstance(value, torch.Tensor):
+                out[target] = value.grad
+            elif isinstance(value, (list, tuple)):
+                out[target] = [v.grad if isinstance(v, torch.Tensor) else None for v in value]
+            elif isinstance(value, torch.nn.Module):
+                out[target] = {name: p.grad for name, p in value.named_parameters()}
+        return out
+
+    def op_new(self, request, tensors):
+        spec = self.decode(request["spec"], tensors)
+        return {"ref": self.keep(resources.build(spec))}, []
+
+    def op_method(self, request, tensors):
+        target = self.objects.get(int(request["ref"]))
+        if target is None:
+            raise ExerciseError(f"no kept object {request['ref']}")
+        inputs = self.decode(request.get("input", {"$dict": []}), tensors)
+        try:
+            method = getattr(target, str(request["name"]))
+            result = method(*inputs.get("args", []), **dict(inputs.get("kwargs", {})))
+        except BaseException as error:  # noqa: BLE001
+            return {"error": error_form(error, f"calling .{request['name']}()")}, []
+        return self.after_call(request, result, list(inputs.get("args", [])), dict(inputs.get("kwargs", {})))
+
+    def op_attrs(self, request, tensors):
+        target = self.objects.get(int(request["ref"]))
+        if target is None:
+            raise ExerciseError(f"no kept object {request['ref']}")
+        values = {}
+        for path in request.get("names", []):
+            try:
+                value = target
+                for part in str(path).split("."):
+                    value = getattr(value, part)
+                values[path] = value
+            except BaseException as error:  # noqa: BLE001
+                values[path] = {"missing attribute": error_form(error, f"reading .{path}")["message"]}
+        return self.reply(values)
+
+    def op_export(self, request, tensors):
+        target = self.objects.get(int(request["ref"]))
+        encoder = wire.Encoder(lambda v, d, e: self.encode_special(v, d, e, top_level_ref=False))
+        return {"value": encoder.encode(target)}, encoder.tensors
+
+    def op_iterate(self, request, tensors):
+        target = self.objects.get(int(request["ref"]))
+        limit = int(request.get("limit", EXPORT_BATCHES))
+        items = []
+        try:
+            for item in target:
+                items.append(item)
+                if len(items) >= limit:
+                    break
+        except BaseException as error:  # noqa: BLE001
+            return {"error": error_form(error, "iterating the result")}, []
+        return self.reply(items)
+
+    def op_get(self, request, tensors):
+        name = str(request["name"])
+        if name not in self.namespace:
+            return {"missing": name}, []
+        return self.reply(self.namespace[name])
+
+    def op_release(self, request, tensors):
+        self.objects.clear()
+        return {"value": None}, []
+
+
+def follow(value, path: list):
+    for key in path:
+        value = value[key]
+    return value
+
+
+def _tensors_in(value) -> list:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors_in(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tensors_in(v)]
+    return []
+
+
+def _replace_tensors(value, replacement: dict):
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return replacement.get(id(value), value)
+    if isinstance(value, tuple):
+        return tuple(_replace_tensors(v, replacement) for v in value)
+    if isinstance(value, list):
+        return [_replace_tensors(v, replacement) for v in value]
+    if isinstance(value, dict):
+        return {k: _replace_tensors(v, replacement) for k, v in value.items()}
+    return value
+
+
+def _make_oracle_function():
+    import torch
+
+    class OracleFunction(torch.autograd.Function):
+        """Links an oracle's outputs to its inputs: the backward pass asks the judge for the input gradients."""
+
+        @staticmethod
+        def forward(ctx, exerciser, token, n_inputs, *tensors):
+            ctx.exerciser, ctx.token, ctx.n_inputs = exerciser, token, n_inputs
+            ctx.shapes = [t.shape for t in tensors[:n_inputs]]
+            outputs = tensors[n_inputs:]
+            return tuple(t.clone() for t in outputs)
+
+        @staticmethod
+        def backward(ctx, *grad_outputs):
+            form, tensors = wire.encode(list(grad_outputs))
+            reply, out = ctx.exerciser.channel({"op": "oracle_backward", "token": ctx.token, "grads": form}, tensors)
+            if "error" in reply:
+                raise RuntimeError(f"the grader's stand-in failed in the backward pass: {reply['error']}")
+            got = list(wire.decode(reply["value"], out))
+            if len(got) != ctx.n_inputs:
+                raise RuntimeError("the grader's stand-in returned the wrong number of gradients")
+            return (None, None, None, *got, *[None] * len(grad_outputs))
+
+    return OracleFunction
+
+
+class _Lazy:
+    """`OracleFunction` is built on first use, so that importing this module does not import torch."""
+
+    def __init__(self):
+        self.value = None
+
+    def apply(self, *args):
+        if self.value is None:
+            self.value = _make_oracle_function()
+        return self.value.apply(*args)
+
+
+OracleFunction = _Lazy()
+
+
+# ---------------------------------------------------------------- describing results
+
+def describe(value, depth: int, encoder) -> dict | None:
+    """JSON forms for the objects the judge knows: models, tokenizers, datasets, configs, loaders."""
+    module = type(value).__module__ or ""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return None
+    if isinstance(value, torch.nn.Module):
+        return {"$model": describe_model(value, depth, encoder)}
+    if hasattr(value, "apply_chat_template") and hasattr(value, "convert_tokens_to_ids"):
+        return {"$tokenizer": describe_tokenizer(value)}
+    if module.startswith("datasets") and hasattr(value, "column_names") and hasattr(value, "num_rows"):
+        rows = [value[i] for i in range(min(len(value), EXPORT_ROWS))]
+        return {"$dataset": {"type": type(value).__name__, "columns": _json_safe(list(value.column_names)),
+                             "num_rows": int(value.num_rows), "rows": _json_safe(rows)}}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {}
+        for field in dataclasses.fields(value):
+            try:
+                item = getattr(value, field.name)
+            except Exception:  # noqa: BLE001
+                continue
+            if isinstance(item, enum.Enum):
+                item = item.value
+            if isinstance(item, (str, int, float, bool, type(None), list, tuple, dict)) or \
+                    isinstance(item, torch.dtype):
+                fields[field.name] = item
+        return {"$config": {"type": type(value).__name__, "mro": [c.__name__ for c in type(value).__mro__][:30],
+                            "fields": _json_safe(fields)}}
+    return None
+
+
+def _json_safe(value, depth: int = 0):
+    """Plain JSON of small configuration values (anything else becomes its repr)."""
+    import math
+
+    if depth > 6:
+        return repr(value)[:200]
+    if value is None or isinstance(value, (bool, str)):
+        return value if not isinstance(value, str) else str.__str__(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else repr(float(value))
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v, depth + 1) for v in list(value)[:1000]]
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v, depth + 1) for k, v in list(dict.items(value))[:1000]}
+    if isinstance(value, enum.Enum):
+        return _json_safe(value.value, depth + 1)
+    return repr(value)[:200]
+
+
+def describe_tokenizer(tokenizer) -> dict:
+    out = {"type": type(tokenizer).__name__}
+    for name in ("pad_token", "pad_token_id", "eos_token", "eos_token_id", "padding_side", "truncation_side",
+                 "model_max_length", "name_or_path"):
+        try:
+            out[name] = _json_safe(getattr(tokenizer, name))
+        except Exception:  # noqa: BLE001
+            out[name] = None
+    try:
+        out["len"] = int(len(tokenizer))
+    except Exception:  # noqa: BLE001
+        out["len"] = None
+    return out
+
+
+def describe_model(model, depth: int, encoder) -> dict:
+    """Class, config, every weight (a tensor each), which parameters train, and the adapters of a PeftModel."""
+    import torch
+
+    form = {"type": type(model).__name__, "mro": [c.__name__ for c in type(model).__mro__][:40],
+            "training": bool(model.training)}
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "to_dict"):
+        try:
+            form["config"] = _json_safe(config.to_dict())
+        except Exception:  # noqa: BLE001
+            form["config"] = {}
+    state = {}
+    try:
+        for name, tensor in model.state_dict().items():
+            if isinstance(tensor, torch.Tensor):
+                state[name] = tensor
+    except Exception:  # noqa: BLE001
+        pass
+    form["state"] = encoder.encode(state, depth + 1)
+    try:
+        parameters = list(model.named_parameters())
+    except Exception:  # noqa: BLE001
+        parameters = []
+    form["trainable"] = [name for name, p in parameters if p.requires_grad]
+    form["parameters"] = [name for name, _ in parameters]
+    form["dtypes"] = sorted({str(p.dtype).replace("torch.", "") for _, p in parameters})
+    storages = {}
+    for name, p in parameters:
+        storages.setdefault(p.data_ptr(), []).append(name)
+    form["storages"] = sorted(storages)
+    try:
+        form["num_embeddings"] = int(model.get_input_embeddings().num_embeddings)
+    except Exception:  # noqa: BLE001
+        form["num_embeddings"] = None
+    peft = getattr(model, "peft_config", None)
+    if isinstance(peft, dict):
+        form["peft_config"] = {str(k): _json_safe(v.to_dict() if hasattr(v, "to_dict") else vars(v))
+                               for k, v in peft.items()}
+    return form
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    def on_alarm(signum, frame):
+        raise CellTimeout(f"more than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+# ---------------------------------------------------------------- the sandboxed process
+
+def main(read_fd: int, write_fd: int) -> int:
+    """Serve the judge on two inherited pipe ends (requests in, replies out) until it closes them."""
+    requests = os.fdopen(read_fd, "rb", buffering=0)
+    replies = os.fdopen(write_fd, "wb", buffering=0)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    sys.stdout = sys.stderr = open(os.devnull, "w")
+
+    def channel(document, tensors):
+        wire.write_frame(replies, document, wire.pack_tensors(list(tensors)))
+        reply, blob = wire.read_frame(requests)
+        return reply, wire.unpack_tensors(blob)
+
+    import torch
+
+    torch.set_num_threads(1)
+    exerciser = Exerciser({"__name__": "hw2_submission"}, channel)
+    while True:
+        try:
+            request, blob = wire.read_frame(requests)
+        except EOFError:
+            return 0
+        document, tensors = exerciser.serve(request, wire.unpack_tensors(blob))
+        wire.write_frame(replies, document, wire.pack_tensors(tensors))
+
+
+if __name__ == "__main__":
+    os._exit(main(int(sys.argv[1]), int(sys.argv[2])))

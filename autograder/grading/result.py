@@ -1,0 +1,87 @@
+"""The grading JSON: one record per submission, and everything written from it (feedback.md, grades.csv).
+
+`record(...)` is the only place that builds a result; the CLI writes `<student>.json`, `<student>.feedback.md`
+and `grades.csv` from the same records, so they cannot disagree. Scores are clamped to [0, max] per test.
+"""
+import csv
+import hashlib
+import json
+import math
+from pathlib import Path
+
+STATUSES = ("passed", "failed", "error", "timeout")
+
+
+def test_entry(points: float, score: float, status: str, feedback: str, extra_credit: bool = False) -> dict:
+    """One test's entry, with the score clamped to [0, points] and a known status."""
+    score = float(score) if isinstance(score, (int, float)) and math.isfinite(score) else 0.0
+    entry = {"score": round(min(max(score, 0.0), float(points)), 6), "max_score": float(points),
+             "status": status if status in STATUSES else "error", "feedback": str(feedback)[:20_000]}
+    if extra_credit:
+        entry["extra_credit"] = True
+    return entry
+
+
+def record(student: str, submission: Path | None, tests: dict[str, float], entries: dict[str, dict],
+           extra_credit: set[str], notes: list[str], seconds: float, key: str) -> dict:
+    """The grading JSON of one submission: every test of `tests`, in order, with a score and a status."""
+    ordered = {}
+    for grade_id, points in tests.items():
+        entry = entries.get(grade_id) or test_entry(points, 0, "error", f"[{grade_id}] not graded")
+        ordered[grade_id] = test_entry(points, entry["score"], entry["status"], entry["feedback"],
+                                       grade_id in extra_credit)
+    return {
+        "score": round(sum(t["score"] for t in ordered.values()), 6),
+        "max_score": float(sum(p for gid, p in tests.items() if gid not in extra_credit)),
+        "extra_credit_max": float(sum(p for gid, p in tests.items() if gid in extra_credit)),
+        "tests": ordered, "notes": [str(n)[:1000] for n in notes][:30], "student": student,
+        "submission": str(submission) if submission else None,
+        "submission_sha256": digest(submission) if submission and submission.is_file() else None,
+        "grader_key": key, "seconds": round(seconds, 1),
+    }
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def feedback_markdown(result: dict) -> str:
+    lines = [f"# Feedback for {result['student']}", "",
+             f"Automatic score: **{result['score']:g} / {result['max_score']:g}**"
+             + (f", starred tasks included (up to {result['extra_credit_max']:g} extra points)"
+                if result.get("extra_credit_max") else "")
+             + " (manually graded answers not included)", ""]
+    for note in result.get("notes", []):
+        lines.append(f"> {note}")
+    lines += ["", "| test | score | status |", "| --- | --- | --- |"]
+    lines += [f"| `{gid}`{' (extra credit)' if t.get('extra_credit') else ''} | {t['score']:g} / {t['max_score']:g} "
+              f"| {t['status']} |" for gid, t in result["tests"].items()]
+    for gid, test in result["tests"].items():
+        lines += ["", f"## {gid}", "", "```", test["feedback"], "```"]
+    return "\n".join(lines) + "\n"
+
+
+def save(out: Path, result: dict) -> None:
+    (out / f"{result['student']}.json").write_text(json.dumps(result, indent=1))
+    (out / f"{result['student']}.feedback.md").write_text(feedback_markdown(result))
+
+
+def write_csv(out: Path, results: list[dict], tests: list[str]) -> None:
+    with open(out / "grades.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["student", "score", "max_score", "extra_credit_max", *tests])
+        for result in sorted(results, key=lambda r: r["student"]):
+            writer.writerow([result["student"], result["score"], result["max_score"], result["extra_credit_max"],
+                             *(result["tests"][gid]["score"] for gid in tests)])
+
+
+def stored(out: Path, student: str, submission: Path, tests: dict[str, float], key: str) -> dict | None:
+    """The stored result of an unchanged submission graded by this grader version, for resuming."""
+    try:
+        result = json.loads((out / f"{student}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    fresh = (isinstance(result, dict) and result.get("grader_key") == key
+             and result.get("submission_sha256") == digest(submission)
+             and isinstance(result.get("tests"), dict) and list(result["tests"]) == list(tests))
+    return result if fresh else None

@@ -1,0 +1,362 @@
+"""One bubblewrap sandbox per submission, and the `Runner` that talks to the exercise inside it.
+
+The sandboxed process (`python -m hw2_exercise.runtime`) sees, read-only: the system's `/usr`, the Python
+installation and virtual environment that run the grader, the offline fixtures, the judge's shared input
+folder and the exercise package (mounted alone at /grader/hw2_exercise); read-write: its own scratch folder
+(HOME) and a private /tmp. Nothing else of the machine exists for it: not the kit's `autograder/`, not
+`solutions/`, not other students' files, not the grader's environment or home folder. It runs as `nobody`
+in new user, PID, network, IPC, UTS and cgroup namespaces (no network at all, a private loopback only), with
+an address-space limit, a process-count limit (a pids cgroup, where the machine has one) and a time limit
+per request. When the submission is done, or the grader dies, every process of the sandbox is killed: the
+PID namespace ends with its first process.
+"""
+import ctypes
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autograder.grading.exercise import wire
+from autograder.grading.remote import ExerciseFailure, Runner
+
+EXERCISE_PACKAGE = Path(__file__).resolve().parent / "exercise"
+MOUNTED_PACKAGE = "/grader/hw2_exercise"
+SCRATCH = "/scratch"
+NOBODY = 65534
+INSTALL_HINT = ("bubblewrap (`bwrap`) is not installed: install it with `apt-get install -y bubblewrap` (Debian/"
+                "Ubuntu) or `dnf install bubblewrap`, or pass --unsafe-no-sandbox to grade WITHOUT isolation")
+SCRATCH_PREFIX = "hw2-sandbox-"
+CGROUP_ROOT = Path("/sys/fs/cgroup/pids")
+UNSAFE_WARNING = ("WARNING: graded with --unsafe-no-sandbox: the submission's code ran without isolation, so this "
+                  "grade can be forged; do not trust it")
+
+
+def bwrap_path() -> str | None:
+    return shutil.which("bwrap")
+
+
+@dataclass
+class SandboxSettings:
+    """What the sandbox mounts and how much it may use."""
+
+    read_only: list[Path] = field(default_factory=list)  # folders visible at the same path (fixtures, inputs)
+    environment: dict[str, str] = field(default_factory=dict)  # variables for the notebook (HW2_*)
+    memory_gb: float = 8.0
+    max_processes: int = 256
+    request_timeout: float = 120.0  # seconds for one request (a check's call, or the cells at start)
+    unsafe_no_sandbox: bool = False
+
+
+def _system_mounts() -> list[str]:
+    args = ["--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        path = Path("/") / name
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), f"/{name}"]
+        elif path.is_dir():
+            args += ["--ro-bind", str(path), f"/{name}"]
+    for name in ("/etc/ld.so.cache", "/etc/localtime", "/etc/ssl"):
+        if Path(name).exists():
+            args += ["--ro-bind", name, name]
+    return args
+
+
+def _python_mounts() -> list[str]:
+    """The Python installation, the virtual environment and any site-packages folder outside them."""
+    paths = {Path(sys.base_prefix).resolve(), Path(sys.prefix)}
+    paths |= {Path(p) for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()}
+    executable = Path(sys.executable)
+    paths.add(executable.parent)
+    args = []
+    for path in sorted(paths, key=lambda p: len(str(p))):
+        if str(path).startswith("/usr/") or any(str(path).startswith(str(p) + "/") for p in paths if p != path):
+            continue
+        args += ["--ro-bind", str(path), str(path)]
+    return args
+
+
+def sandbox_environment(settings: SandboxSettings) -> dict[str, str]:
+    """The sandbox's whole environment: nothing inherited but the locale and BLAS settings."""
+    env = {key: os.environ[key] for key in ("LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+           if key in os.environ}
+    env.update(settings.environment)
+    env.update({
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": SCRATCH, "TMPDIR": "/tmp", "USER": "nobody",
+        "LOGNAME": "nobody", "HF_HOME": f"{SCRATCH}/hf", "MPLCONFIGDIR": f"{SCRATCH}/mpl", "PYTHONPATH": "/grader",
+        "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled", "WANDB_DISABLED": "true", "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HW2_OUTPUT_DIR": f"{SCRATCH}/outputs",
+    })
+    return env
+
+
+def bwrap_command(settings: SandboxSettings, scratch: Path, read_fd: int, write_fd: int) -> list[str]:
+    command = [bwrap_path() or "bwrap", "--unshare-all", "--die-with-parent", "--new-session",
+               "--uid", str(NOBODY), "--gid", str(NOBODY), "--hostname", "sandbox",
+               "--tmpfs", "/tmp", *_system_mounts(), *_python_mounts(),
+               "--ro-bind", str(scratch / "etc" / "passwd"), "/etc/passwd",
+               "--ro-bind", str(scratch / "etc" / "group"), "/etc/group"]
+    for path in settings.read_only:
+        command += ["--ro-bind", str(path), str(path)]
+    command += ["--ro-bind", str(EXERCISE_PACKAGE), MOUNTED_PACKAGE,
+                "--bind", str(scratch / "home"), SCRATCH, "--proc", "/proc", "--dev", "/dev",
+                "--chdir", SCRATCH, "--clearenv"]
+    for key, value in sandbox_environment(settings).items():
+        command += ["--setenv", key, value]
+    return command + [sys.executable, "-I", "-c",
+                      "import sys; sys.path.insert(0, '/grader'); "
+                      f"from hw2_exercise.runtime import main; import os; os._exit(main({read_fd}, {write_fd}))"]
+
+
+class PidsCgroup:
+    """A pids cgroup (v1) that caps the number of processes and lets us kill every one of them at the end."""
+
+    def __init__(self, limit: int):
+        self.path = None
+        if not (CGROUP_ROOT / "cgroup.procs").exists() or not os.access(CGROUP_ROOT, os.W_OK):
+            return
+        try:
+            path = CGROUP_ROOT / f"hw2-grade-{os.getpid()}-{time.monotonic_ns()}"
+            path.mkdir()
+            (path / "pids.max").write_text(str(limit))
+            self.path = path
+        except OSError:
+            self.path = None
+
+    def join_from_child(self) -> None:
+        """In the child, before exec: move this process (and so everything it starts) into the cgroup."""
+        if self.path is not None:
+            with open(self.path / "cgroup.procs", "w") as handle:
+                handle.write("0")
+
+    def kill_all(self) -> None:
+        if self.path is None:
+            return
+        for _ in range(20):
+            try:
+                pids = [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
+            except OSError:
+                break
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        try:
+            self.path.rmdir()
+        except OSError:
+            pass
+
+
+def clean_leftovers() -> None:
+    """Scratch folders and cgroups of grader processes that died (a crashed run leaves nothing behind)."""
+    root = Path(tempfile.gettempdir())
+    for path in root.glob(f"{SCRATCH_PREFIX}*"):
+        pid = path.name[len(SCRATCH_PREFIX):].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+    if CGROUP_ROOT.is_dir():
+        for path in CGROUP_ROOT.glob("hw2-grade-*"):
+            pid = path.name.split("-")[2]
+            if pid.isdigit() and not _alive(int(pid)):
+                group = PidsCgroup.__new__(PidsCgroup)
+                group.path = path
+                group.kill_all()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _die_with_grader() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the sandbox dies when the grader does
+
+
+class FdChannel:
+    """Blocking-looking reads and writes on pipe ends, with a deadline."""
+
+    def __init__(self, read_fd: int, write_fd: int):
+        self.read_fd, self.write_fd = read_fd, write_fd
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        self.deadline = float("inf")
+
+    def _wait(self, fd: int, writing: bool) -> None:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        ready = select.select([], [fd], [], left) if writing else select.select([fd], [], [], left)
+        if not any(ready):
+            raise TimeoutError
+
+    def read(self, size: int) -> bytes:
+        while True:
+            try:
+                return os.read(self.read_fd, min(size, 1 << 20))
+            except BlockingIOError:
+                self._wait(self.read_fd, writing=False)
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self.write_fd, view[: 1 << 20])
+                view = view[written:]
+            except BlockingIOError:
+                self._wait(self.write_fd, writing=True)
+            except BrokenPipeError:
+                raise EOFError("the sandbox closed its end") from None
+
+    def flush(self) -> None:
+        pass
+
+
+class SandboxRunner(Runner):
+    """Requests to an exerciser in a fresh sandbox; restarts it (cells included) after a crash or a timeout."""
+
+    MAX_STARTS = 20  # a crash or a timeout costs one check, which starts the next one afresh
+
+    def __init__(self, cells: list[dict], settings: SandboxSettings):
+        super().__init__()
+        self.cells, self.settings = cells, settings
+        self.process = None
+        self.channel = None
+        self.cgroup = None
+        self.scratch = None
+        self.starts = 0
+        self.notes: list[str] = []
+
+    # ------------------------------------------------------------ lifetime
+
+    def start(self) -> list[str]:
+        """Start the sandbox and run the cells; returns the notes on failed cells."""
+        self.close()
+        if self.starts >= self.MAX_STARTS:
+            raise ExerciseFailure(f"your code stopped the grading process {self.starts} times; "
+                                  "the remaining checks were not run", "crash")
+        self.starts += 1
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
+        (self.scratch / "home").mkdir()
+        (self.scratch / "etc").mkdir()
+        (self.scratch / "etc" / "passwd").write_text("root:x:0:0::/:/bin/false\n"
+                                                     f"nobody:x:{NOBODY}:{NOBODY}::{SCRATCH}:/bin/false\n")
+        (self.scratch / "etc" / "group").write_text(f"nogroup:x:{NOBODY}:\n")
+        request_read, request_write = os.pipe()
+        reply_read, reply_write = os.pipe()
+        self.cgroup = PidsCgroup(self.settings.max_processes)
+        memory = int(self.settings.memory_gb * 2**30)
+        cgroup = self.cgroup
+
+        def prepare_child():
+            import resource
+
+            _die_with_grader()
+            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            cgroup.join_from_child()
+
+        if self.settings.unsafe_no_sandbox:
+            env = {**sandbox_environment(self.settings), "HOME": str(self.scratch / "home"),
+                   "TMPDIR": str(self.scratch / "home"), "HF_HOME": str(self.scratch / "home" / "hf"),
+                   "MPLCONFIGDIR": str(self.scratch / "home" / "mpl"),
+                   "HW2_OUTPUT_DIR": str(self.scratch / "home" / "outputs"),
+                   "PYTHONPATH": str(self.scratch / "pkg")}
+            (self.scratch / "pkg").mkdir()
+            shutil.copytree(EXERCISE_PACKAGE, self.scratch / "pkg" / "hw2_exercise")
+            command = [sys.executable, "-c", f"from hw2_exercise.runtime import main; import os; "
+                                             f"os._exit(main({request_read}, {reply_write}))"]
+            cwd = self.scratch / "home"
+        else:
+            env, command, cwd = None, bwrap_command(self.settings, self.scratch, request_read, reply_write), "/"
+        self.process = subprocess.Popen(command, cwd=cwd, env=env if env is not None else {},
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, pass_fds=(request_read, reply_write),
+                                        preexec_fn=prepare_child, start_new_session=True)
+        os.close(request_read)
+        os.close(reply_write)
+        self.channel = FdChannel(reply_read, request_write)
+        reply, _ = self.exchange_once({"op": "init", "cells": self.cells,
+                                       "cell_timeout": self.settings.request_timeout},
+                                      [], timeout=self.settings.request_timeout * 3)
+        notes = [str(note)[:500] for note in reply.get("notes", [])][:20] if isinstance(reply, dict) else []
+        if self.starts == 1:
+            self.notes = notes
+        return notes
+
+    def close(self) -> None:
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+            self.process = None
+        if self.cgroup is not None:
+            self.cgroup.kill_all()
+            self.cgroup = None
+        if self.channel is not None:
+            for fd in (self.channel.read_fd, self.channel.write_fd):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self.channel = None
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------ requests
+
+    def exchange(self, document: dict, tensors: list) -> tuple[dict, list]:
+        if self.process is None or self.process.poll() is not None:
+            self.start()
+        return self.exchange_once(document, tensors, timeout=self.settings.request_timeout)
+
+    def exchange_once(self, document: dict, tensors: list, timeout: float) -> tuple[dict, list]:
+        channel = self.channel
+        channel.deadline = time.monotonic() + timeout
+        try:
+            wire.write_frame(channel, document, wire.pack_tensors(list(tensors)))
+            while True:
+                reply, blob = wire.read_frame(channel)
+                if reply.get("op") in ("oracle", "oracle_backward"):
+                    answer, out = self.serve_oracle(reply, wire.unpack_tensors(blob))
+                    wire.write_frame(channel, answer, wire.pack_tensors(out))
+                    continue
+                return reply, wire.unpack_tensors(blob)
+        except TimeoutError:
+            self.close()
+            raise ExerciseFailure(f"your code ran for more than {timeout:g} s here; look for an endless loop or a "
+                                  "far too large computation", "timeout") from None
+        except (EOFError, OSError, wire.WireError) as error:
+            code = self.process.poll() if self.process is not None else None
+            self.close()
+            reason = {-signal.SIGKILL: " (killed: probably out of memory)"}.get(code, "")
+            raise ExerciseFailure(f"the process running your code stopped{reason} during this check "
+                                  f"({type(error).__name__}); did your code call exit() or crash Python?",
+                                  "crash") from None
