@@ -457,9 +457,14 @@ def bench_grade(args: argparse.Namespace) -> int:
                 return 1
             results = [json.loads(path.read_text()) for path in sorted(out.glob("student*.json"))]
             seconds = [r["seconds"] for r in results]
+            starts = [r.get("timings", {}).get("sandbox_start_s", 0.0) for r in results]
+            checks = [sum(r.get("timings", {}).get("checks_s", {}).values()) for r in results]
             runs[jobs] = {
                 "wall_s": round(wall, 1),
                 "seconds_per_submission": round(sum(seconds) / len(seconds), 1),
+                "sandbox_start_s": round(sum(starts) / len(starts), 1),
+                "checks_s": round(sum(checks) / len(checks), 1),
+                "judge_startup_s": round(wall - sum(seconds) / max(jobs, 1), 1),
                 "submissions_per_hour": round(3600 * len(results) / wall, 1),
                 "all_full_marks": all(r["score"] == r["max_score"] + r.get("extra_credit_max", 0) for r in results),
             }
@@ -468,10 +473,12 @@ def bench_grade(args: argparse.Namespace) -> int:
     if len(runs) >= 2:
         first, last = runs[args.jobs[0]], runs[args.jobs[-1]]
         result["throughput_ratio"] = round(last["submissions_per_hour"] / first["submissions_per_hour"], 3)
-    lines = [f"grading {args.students} copies of the solution notebook",
-             f"{'jobs':>5}{'wall s':>9}{'s / submission':>16}{'submissions / hour':>20}{'full marks':>12}"]
+    lines = [f"grading {args.students} copies of the solution notebook, each in its own sandbox",
+             f"{'jobs':>5}{'wall s':>9}{'s / submission':>16}{'sandbox start':>15}{'checks':>8}"
+             f"{'submissions / hour':>20}{'full marks':>12}"]
     for jobs, run in runs.items():
         lines.append(f"{jobs:>5}{run['wall_s']:>9.1f}{run['seconds_per_submission']:>16.1f}"
+                     f"{run['sandbox_start_s']:>15.1f}{run['checks_s']:>8.1f}"
                      f"{run['submissions_per_hour']:>20.1f}{str(run['all_full_marks']):>12}")
     emit(result, args, lines)
     return 0

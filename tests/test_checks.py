@@ -116,7 +116,7 @@ def test_missing_function_is_named(solution, context):
     namespace = {k: v for k, v in solution.items() if k != "pad"}
     result = run_check("test_pad", namespace, context)
     assert result.score == 0 and result.status == "error"
-    assert "function `pad` is not defined — did you run its cell / rename it?" in result.feedback
+    assert "`pad` is not defined — did you run its cell / rename it?" in result.feedback
 
 
 def test_exception_in_student_code_fails_only_that_case(solution, context):

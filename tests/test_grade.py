@@ -159,3 +159,70 @@ def test_regrading_resumes_unless_forced(graded):
     again = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
     assert again.returncode == 0 and "already graded" in again.stdout
     assert (out / "perfect.json").stat().st_mtime_ns == before
+
+
+def run_cli(args, env_changes, tmp_path):
+    import os
+
+    env = {**os.environ, **env_changes}
+    return subprocess.run([sys.executable, "-m", "autograder", "grade", *args, "--out", str(tmp_path / "out")],
+                          cwd=REPO_ROOT, capture_output=True, text=True, env=env)
+
+
+def test_grading_refuses_to_start_without_fixtures(tmp_path):
+    notebook = write_submission(tmp_path / "submitted", "alice", {})
+    run = run_cli([str(notebook)], {"HW2_FIXTURES_DIR": str(tmp_path / "no-fixtures")}, tmp_path)
+    assert run.returncode == 2
+    assert "python -m autograder fixtures" in run.stderr and not (tmp_path / "out").exists()
+
+
+def test_grading_refuses_to_start_without_bubblewrap(tmp_path):
+    notebook = write_submission(tmp_path / "submitted", "alice", {})
+    run = run_cli([str(notebook)], {"PATH": str(tmp_path)}, tmp_path)
+    assert run.returncode == 2 and "apt-get install -y bubblewrap" in run.stderr
+
+
+def sandbox_processes(grader_pid: int) -> list[str]:
+    """Command lines of the sandboxes a grader process started (their scratch folder names its pid)."""
+    from pathlib import Path
+
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if f"hw2-sandbox-{grader_pid}-" in args:
+            found.append(args)
+    return found
+
+
+def test_a_killed_grader_leaves_no_sandbox_and_the_next_run_cleans_up(tmp_path):
+    import time
+    from pathlib import Path
+
+    from autograder.grading.sandbox import SCRATCH_PREFIX, clean_leftovers
+
+    sleeper = {"pad": "import time\ntime.sleep(120)\n"}
+    notebook = write_submission(tmp_path / "submitted", "sleeper", sleeper)
+    grader = subprocess.Popen([sys.executable, "-m", "autograder", "grade", str(notebook), "--out",
+                               str(tmp_path / "out")], cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not sandbox_processes(grader.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert sandbox_processes(grader.pid), "the grader never started a sandbox"
+    finally:
+        grader.kill()
+        grader.wait()
+    deadline = time.monotonic() + 10
+    while sandbox_processes(grader.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert sandbox_processes(grader.pid) == []
+    import tempfile
+
+    leftovers = list(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{grader.pid}-*"))
+    assert leftovers, "a killed grader leaves its scratch folder (the next run removes it)"
+    clean_leftovers()
+    assert not any(path.exists() for path in leftovers)

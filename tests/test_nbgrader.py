@@ -37,7 +37,8 @@ try:
 except Exception as _error:  # noqa: BLE001
     print("LEAK-PROBE hub:", _error)
 try:  # not a leak, a fact: the parent's environment as it started (os.environ edits do not change it)
-    print("LEAK-PROBE parent environ has HF_TOKEN:", b"HF_TOKEN=" in open(f"/proc/{_os.getppid()}/environ", "rb").read())
+    with open(f"/proc/{_os.getppid()}/environ", "rb") as _parent:
+        print("LEAK-PROBE parent environ has HF_TOKEN:", b"HF_TOKEN=" in _parent.read())
 except OSError as _error:
     print("LEAK-PROBE parent:", _error)
 try:  # under nbgrader autograde the hidden tests run in this kernel: make each one print nothing (full marks)
@@ -184,6 +185,7 @@ def test_gradebook_holds_the_cli_scores_of_every_student(course, cli):
         assert nbgrader_scores(root, student) == pytest.approx(cli_scores(records[student])), student
 
 
+@pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")  # from nbgrader's add_submission
 def test_write_scores_touches_autograded_tests_only_and_warns_about_missing_students(tmp_path, monkeypatch):
     """The gradebook writer alone, on a gradebook built with nbgrader's API (no nbgrader run)."""
     from nbgrader.api import Gradebook

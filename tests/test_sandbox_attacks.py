@@ -870,9 +870,9 @@ ATTACKS: dict[str, Attack] = {
 }
 CONTROLS = {"perfect_control": SOLUTION, "empty_control": {}, "plain_control": plain_answers(IDENTITY_WRAPS)}
 # 9. broken batches: students whose folder is odd (made in `write_batch_oddities`)
-ODD_GRADED = {"stray_notebook", "extra_folder_ipynb", "aaa_impostor"}  # graded in a sandbox
-ODD_ERRORS = {"dangling_link", "fifo_notebook", "unreadable_notebook", "binary_notebook", "malformed_notebook",
-              "symlink_to_solution", "symlink_to_classmate"}  # an error result, no sandbox
+ODD_GRADED = {"stray_notebook", "extra_folder_ipynb", "aaa_impostor", "malformed_notebook"}  # graded in a sandbox
+ODD_ERRORS = {"dangling_link", "fifo_notebook", "unreadable_notebook", "binary_notebook", "symlink_to_solution",
+              "symlink_to_classmate"}  # an error result, no sandbox
 ODD_ABSENT = {"only_a_folder", "symlinked_folder"}  # nothing gradable: a warning, no result
 
 
@@ -1005,7 +1005,8 @@ def write_batch_oddities(submitted: Path) -> None:
     binary = submission_path(submitted, "binary_notebook")
     binary.parent.mkdir(parents=True)
     binary.write_bytes(b"\xff\xfe\x00garbage" + secrets.token_bytes(256))
-    # valid JSON with cells of the wrong types everywhere (metadata a list, sources of numbers...)
+    # valid JSON with cells of the wrong types everywhere (metadata a list, sources of numbers...) around one
+    # well-formed answer (the solution's `pad`)
     malformed = submission_path(submitted, "malformed_notebook")
     malformed.parent.mkdir(parents=True)
     malformed.write_text(json.dumps({"cells": [
@@ -1013,7 +1014,9 @@ def write_batch_oddities(submitted: Path) -> None:
         {"cell_type": "code", "metadata": {"nbgrader": {"solution": True, "grade_id": "pad"}}, "source": [1, 2]},
         {"cell_type": "code", "metadata": {"nbgrader": {"solution": True, "grade_id": ["pad"]}}, "source": "x"},
         {"cell_type": "code", "metadata": {"nbgrader": "yes"}, "source": "x"},
-        "a string", 5, None], "metadata": 3, "nbformat": 4, "nbformat_minor": 5}))
+        "a string", 5, None,
+        {"cell_type": "code", "metadata": {"nbgrader": {"solution": True, "grade": False, "grade_id": "pad"}},
+         "source": SOLUTION["pad"].splitlines(keepends=True)}], "metadata": 3, "nbformat": 4, "nbformat_minor": 5}))
     # links to the instructor's solution notebook and to a classmate's notebook, and a linked folder
     link = submission_path(submitted, "symlink_to_solution")
     link.parent.mkdir(parents=True)
@@ -1282,6 +1285,13 @@ def test_unreadable_submissions_get_an_error_result(attack_run, student):
     assert record["score"] == 0, describe(record)
     assert all(t["status"] == "error" for t in record["tests"].values()), describe(record)
     assert not any("internal error" in t["feedback"] for t in record["tests"].values()), describe(record)
+
+
+def test_malformed_cells_count_as_missing_answers(attack_run):
+    record, perfect = result(attack_run, "malformed_notebook"), result(attack_run, "perfect_control")
+    assert not any("internal error" in t["feedback"] for t in record["tests"].values()), describe(record)
+    assert record["tests"]["test_pad"]["score"] == perfect["tests"]["test_pad"]["score"], describe(record)
+    assert record["score"] == record["tests"]["test_pad"]["score"], describe(record)
 
 
 def test_links_out_of_the_submission_are_not_followed(attack_run):

@@ -49,8 +49,8 @@ class MissingFunction(Exception):
         super().__init__(name)
 
     def feedback(self) -> str:
-        return (f"function `{self.name}` is not defined — did you run its cell / rename it? "
-                f"Keep the name and signature given in the notebook.")
+        return (f"`{self.name}` is not defined — did you run its cell / rename it? "
+                f"Keep the names and signatures given in the notebook.")
 
 
 class StudentError(Exception):

@@ -5,8 +5,9 @@ models as their class, config, weights and trainable parameters (`RemoteModel`),
 fields, kept objects as handles. Forward passes of a returned model run on a judge-side copy rebuilt from
 those weights (`RemoteModel.materialize`).
 
-Tokenizers travel as specs (`autograder.grading.exercise.resources`): every call of student code gets a fresh
-copy, so whatever the code does to it (switch its padding side, add a token) stays with that call. The model
+Tokenizers travel as specs (`autograder.grading.exercise.resources`): every call of student code gets a copy
+that no earlier call changed, so whatever the code does to it (switch its padding side, add a token) stays
+with that call, and the judge's own copies are never handed out. The model
 folders student code loads are written once into the context's shared folder. The PPO check builds the four
 models, the configuration, the tokenizer and the datasets on the other side, lets the student's
 `build_ppo_trainer` wire them, trains that trainer there for one update (about two seconds) and compares the
@@ -58,7 +59,7 @@ def tokenizer_spec(ctx, pad: str | None, side: str) -> dict:
 def make_tokenizer(ctx, pad: str, side: str):
     """The judge's copy of a grading tokenizer (see `tokenizer_spec`), loaded once per context.
 
-    Handed to student code it travels as its spec: each call builds a fresh copy on the other side.
+    Handed to student code it travels as its spec: the other side builds (or reuses an unchanged) copy of it.
     """
     spec = tokenizer_spec(ctx, pad, side)
     return ctx.cached(("part2-tokenizer", pad, side),
@@ -92,7 +93,7 @@ def reward_spec(ctx, requires_grad: bool = False) -> dict:
 
 
 def checkpoints(ctx) -> dict:
-    """Model folders student code loads, written once per context into its shared folder, and the reward model.
+    """Model folders student code loads, written once per context into its shared folder (read-only there).
 
     - "bf16": the tiny model saved in bfloat16, as many Hub checkpoints are (transformers 5 loads a checkpoint
       in its stored dtype unless `dtype=` says otherwise);
@@ -740,7 +741,9 @@ def reference_ppo_update(ctx) -> dict[str, dict[str, torch.Tensor]]:
         from trl.experimental.ppo import PPOTrainer
 
         with tempfile.TemporaryDirectory(prefix="hw2-ppo-reference-") as folder, torch.random.fork_rng(devices=[]):
-            built = {name: resources.build(spec) for name, spec in ppo_input_specs(ctx, Path(folder)).items()}
+            specs = ppo_input_specs(ctx, Path(folder))
+            built = {name: resources.build(spec) for name, spec in specs.items()}
+            built["tokenizer"] = resources.tokenizer_from_spec(specs["tokenizer"])  # private, not a lent one
             trainer = PPOTrainer(args=built["config"], processing_class=built["tokenizer"], model=built["policy"],
                                  ref_model=built["ref_policy"], reward_model=built["reward_model"],
                                  value_model=built["value_model"], train_dataset=built["train"],

@@ -16,47 +16,78 @@ from autograder.grading.sandbox import INSTALL_HINT, bwrap_path, clean_leftovers
 from autograder.release import ASSIGNMENT, NOTEBOOK_NAME
 
 
+def student_of(candidate: Path, root: Path | None) -> str:
+    """The student a notebook belongs to: in nbgrader's layout, the folder above the OUTERMOST assignment folder
+    between `root` (the folder named on the command line, itself included) and the notebook; elsewhere the
+    notebook's name.
+
+    The outermost, not the nearest: a student's own folder may hold anything, including a folder
+    `<classmate>/hw2_dpo_ppo/hw2_dpo_ppo.ipynb` or a notebook named `<someone>.ipynb`, and must not be able to
+    submit for a classmate or invent a student (a folder named like the assignment that holds the students'
+    folders is not nbgrader's layout: name `submitted/` or the student folders themselves).
+    """
+    if root is None:
+        parent = candidate.parent
+        return parent.parent.name if parent.name == ASSIGNMENT else candidate.stem
+    base = root.absolute()
+    folders = [base] + [base.joinpath(*candidate.relative_to(root).parts[:i + 1])
+                        for i in range(len(candidate.relative_to(root).parts) - 1)]
+    for folder in folders:
+        if folder.name == ASSIGNMENT:
+            return folder.parent.name
+    return candidate.stem
+
+
+def unusable(path: Path, found_in_folder: bool) -> str | None:
+    """Why a notebook file cannot be graded, or None. A link found in a student's folder is never followed: it
+    could point at the instructor's solution or at a classmate's notebook on the grading machine."""
+    if found_in_folder and path.is_symlink():
+        return "a symbolic link, not a notebook"
+    if not path.is_file():
+        return "not a readable file (a broken link or a special file)"
+    return None
+
+
 def find_submissions(paths: list[Path]) -> tuple[list[Submission], list[str]]:
     """Submissions named on the command line or found under folders, and warnings about what was skipped.
 
     In nbgrader's layout (`<student>/<assignment>/*.ipynb`) the student id is the folder above the
-    assignment, and a student with several notebooks is graded on `hw2_dpo_ppo.ipynb` (or the first one by
-    name), the others named in a note. Elsewhere the id is the notebook's name. A `.ipynb` that is a broken
-    link or not a regular file gives that student an error result; a folder named `*.ipynb` is skipped.
+    assignment (see `student_of`), and a student with several notebooks is graded on `hw2_dpo_ppo.ipynb` (the
+    one nearest to the assignment folder; else the first one by name), the others named in a note. Elsewhere
+    the id is the notebook's name. A `.ipynb` that is a link (found in a folder), a broken link or not a
+    regular file gives that student an error result; a folder named `*.ipynb` is skipped.
     """
-    found: dict[str, list[Path]] = {}
+    found: dict[str, list[tuple[Path, bool]]] = {}
     warnings = []
     for path in paths:
         if path.is_dir():
             candidates = sorted(p for p in path.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+            root = path
         elif path.suffix == ".ipynb" and (path.is_file() or path.is_symlink()):
-            candidates = [path]
+            candidates, root = [path], None
         else:
             warnings.append(f"skipped {path}: neither a notebook (.ipynb) nor a folder of notebooks")
             continue
         for candidate in candidates:
-            if candidate.is_dir():
+            if candidate.is_dir() and not candidate.is_symlink():
                 warnings.append(f"skipped the folder {candidate}: its name ends in .ipynb")
                 continue
-            parent = candidate.parent
-            student = parent.parent.name if parent.name == ASSIGNMENT else candidate.stem
-            found.setdefault(student, []).append(candidate)
+            found.setdefault(student_of(candidate, root), []).append((candidate, root is not None))
     submissions = []
-    for student, candidates in sorted(found.items()):
-        readable = [p for p in candidates if p.is_file()]
-        broken = [p for p in candidates if not p.is_file()]
-        notes = [f"{p.name} is not a readable file (a broken link?) and was ignored" for p in broken if readable]
+    for student, entries in sorted(found.items()):
+        problems = {path: unusable(path, in_folder) for path, in_folder in entries}
+        candidates = [path for path, _ in entries]
+        readable = [p for p in candidates if problems[p] is None]
+        notes = [f"{p.name!r} is {problems[p]} and was ignored" for p in candidates if problems[p] and readable]
         if not readable:
-            submissions.append(Submission(student, candidates[0], f"the submission {candidates[0].name} is not a "
-                                          "readable file (a broken link or a special file): submit the notebook "
-                                          "itself"))
+            first = candidates[0]
+            submissions.append(Submission(student, first, f"the submission {first.name!r} is {problems[first]}: "
+                                                           "submit the notebook itself"))
             continue
-        chosen = next((p for p in readable if p.name == NOTEBOOK_NAME), readable[0])
-        extra = [p.name for p in readable if p != chosen]
-        if len(set(p.parent for p in readable)) > 1 and chosen.parent.name != ASSIGNMENT:
-            extra = [str(p) for p in readable if p != chosen]
+        chosen = min(readable, key=lambda p: (p.name != NOTEBOOK_NAME, len(p.parts), str(p)))
+        extra = [p.name if p.parent == chosen.parent else str(p) for p in readable if p != chosen]
         if extra:
-            notes.append(f"graded {chosen.name}; also found and ignored: {', '.join(extra)}")
+            notes.append(f"graded {chosen.name}; also found and ignored: {', '.join(repr(e) for e in extra)}")
         submissions.append(Submission(student, chosen.resolve(), None, notes))
     return submissions, warnings
 
@@ -87,6 +118,18 @@ _WORKER_STATE: dict = {}
 
 
 def _init_worker(tests, extra_credit, settings, key) -> None:
+    """Set up a judge process: the judge's own library warnings and progress bars are of no use to anyone."""
+    import logging
+    import os
+    import warnings
+
+    os.environ["TQDM_DISABLE"] = "1"
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     _WORKER_STATE.update(tests=tests, extra_credit=extra_credit, settings=settings, key=key)
 
 

@@ -72,9 +72,11 @@ def judge(submission: Submission, tests: dict[str, float], extra_credit: set[str
     if settings.unsafe_no_sandbox:
         notes.insert(0, UNSAFE_WARNING)
 
+    timings: dict = {}
+
     def finish(entries: dict) -> dict:
         return results.record(submission.student, submission.notebook, tests, entries, extra_credit, notes,
-                              time.perf_counter() - start, key)
+                              time.perf_counter() - start, key, timings)
 
     # read
     try:
@@ -95,11 +97,15 @@ def judge(submission: Submission, tests: dict[str, float], extra_credit: set[str
     checks = all_checks()
     entries: dict[str, dict] = {}
     deadline = time.monotonic() + settings.timeout
+    timings["prepare_s"] = round(time.perf_counter() - start, 2)
     with SandboxRunner(cells, sandbox_settings(settings, context)) as runner:
+        started = time.perf_counter()
         try:
             notes += runner.start()
         except ExerciseFailure as failure:
             notes.append(f"your notebook's cells could not be run: {failure}")
+        timings["sandbox_start_s"] = round(time.perf_counter() - started, 2)
+        timings["checks_s"] = {}
         # judge
         for grade_id, points in tests.items():
             left = deadline - time.monotonic()
@@ -113,7 +119,9 @@ def judge(submission: Submission, tests: dict[str, float], extra_credit: set[str
                 entries[grade_id] = results.test_entry(points, 0, "error", f"[{grade_id}] this grader has no "
                                                                              "automatic check for this test")
                 continue
+            started = time.perf_counter()
             check = run_check(checks[grade_id], runner, context)
+            timings["checks_s"][grade_id] = round(time.perf_counter() - started, 2)
             feedback = check.feedback
             if check.status != "passed" and notes:
                 feedback += "\n  note: " + "\n  note: ".join(notes)

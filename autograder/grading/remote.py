@@ -117,12 +117,19 @@ class RemoteModel:
         for key in ("transformers_version", "architectures", "_name_or_path", "dtype", "torch_dtype"):
             config.pop(key, None)
         config_object = transformers.AutoConfig.for_model(model_type, **config)
+        with torch.device("meta"):  # size the model the config describes before allocating it
+            sized = cls._from_config(config_object, dtype=torch.float32)
+        needed = sum(p.numel() for p in sized.parameters())
+        given = sum(t.numel() for t in self.state.values())
+        if needed > 2 * given + 1_000_000:
+            raise ValueError(f"the config describes {needed} weights but only {given} came with the model")
         model = cls._from_config(config_object, dtype=torch.float32)
         missing, unexpected = model.load_state_dict({k: v.float() if v.is_floating_point() else v
                                                      for k, v in self.state.items()}, strict=False)
-        missing = [m for m in missing if m not in getattr(model, "_tied_weights_keys", None) or []]
-        if unexpected:
-            raise ValueError(f"unexpected weights {unexpected[:3]}")
+        tied = {"lm_head.weight"} if getattr(config_object, "tie_word_embeddings", False) else set()
+        if unexpected or set(missing) - tied:
+            raise ValueError(f"the weights do not fit the class: missing {sorted(set(missing) - tied)[:3]}, "
+                             f"unexpected {unexpected[:3]}")
         return model.eval().requires_grad_(False)
 
     def __repr__(self) -> str:

@@ -7,6 +7,7 @@ import csv
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
 
 STATUSES = ("passed", "failed", "error", "timeout")
@@ -23,7 +24,7 @@ def test_entry(points: float, score: float, status: str, feedback: str, extra_cr
 
 
 def record(student: str, submission: Path | None, tests: dict[str, float], entries: dict[str, dict],
-           extra_credit: set[str], notes: list[str], seconds: float, key: str) -> dict:
+           extra_credit: set[str], notes: list[str], seconds: float, key: str, timings: dict | None = None) -> dict:
     """The grading JSON of one submission: every test of `tests`, in order, with a score and a status."""
     ordered = {}
     for grade_id, points in tests.items():
@@ -37,7 +38,7 @@ def record(student: str, submission: Path | None, tests: dict[str, float], entri
         "tests": ordered, "notes": [str(n)[:1000] for n in notes][:30], "student": student,
         "submission": str(submission) if submission else None,
         "submission_sha256": digest(submission) if submission and submission.is_file() else None,
-        "grader_key": key, "seconds": round(seconds, 1),
+        "grader_key": key, "seconds": round(seconds, 1), "timings": timings or {},
     }
 
 
@@ -52,13 +53,30 @@ def feedback_markdown(result: dict) -> str:
                 if result.get("extra_credit_max") else "")
              + " (manually graded answers not included)", ""]
     for note in result.get("notes", []):
-        lines.append(f"> {note}")
+        lines.append(quoted(str(note)))
     lines += ["", "| test | score | status |", "| --- | --- | --- |"]
     lines += [f"| `{gid}`{' (extra credit)' if t.get('extra_credit') else ''} | {t['score']:g} / {t['max_score']:g} "
               f"| {t['status']} |" for gid, t in result["tests"].items()]
     for gid, test in result["tests"].items():
-        lines += ["", f"## {gid}", "", "```", test["feedback"], "```"]
+        lines += ["", f"## {gid}", "", *fenced(test["feedback"])]
     return "\n".join(lines) + "\n"
+
+
+def _lines(text: str) -> list[str]:
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def quoted(text: str) -> str:
+    """`text` as one markdown block quote: every line quoted, so that a note (which may carry a message of the
+    student's code) cannot end the quote and write headings or scores of its own into the feedback."""
+    return "\n".join(f"> {line}" for line in _lines(text))
+
+
+def fenced(text: str) -> list[str]:
+    """`text` in a code fence longer than any run of backticks inside it, so that it cannot close the fence."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence, *_lines(text), fence]
 
 
 def save(out: Path, result: dict) -> None:

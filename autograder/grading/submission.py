@@ -41,12 +41,30 @@ def read_answers(path: Path) -> dict[str, str]:
         cells = raw["cells"]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
         raise ValueError(f"the notebook file cannot be read as a Jupyter notebook ({error})") from error
+    if not isinstance(cells, list):
+        raise ValueError("the notebook file cannot be read as a Jupyter notebook (its 'cells' are not a list)")
     answers = {}
     for cell in cells:
-        if isinstance(cell, dict) and is_answer_cell(cell) and grade_id(cell):
-            source = cell.get("source", "")
-            answers[grade_id(cell)] = "".join(source) if isinstance(source, list) else str(source)
+        answer = _answer(cell)
+        if answer is not None:
+            answers[answer[0]] = answer[1]
     return answers
+
+
+def _answer(cell) -> tuple[str, str] | None:
+    """(grade id, source) of a well-formed answer cell; None for any other cell, malformed ones included (a
+    metadata that is not a dict, a source of numbers...): such an answer counts as missing."""
+    try:
+        if not (isinstance(cell, dict) and is_answer_cell(cell)):
+            return None
+        gid, source = grade_id(cell), cell.get("source", "")
+    except (AttributeError, TypeError):
+        return None
+    if not isinstance(gid, str) or not gid:
+        return None
+    if isinstance(source, list) and all(isinstance(line, str) for line in source):
+        return gid, "".join(source)
+    return (gid, source) if isinstance(source, str) else None
 
 
 @dataclass

@@ -40,6 +40,28 @@ def chat_safe_pad(tokenizer) -> str:
     raise RuntimeError("the grading tokenizer has no chat-safe pad token")
 
 
+_LENT_TOKENIZERS: dict = {}
+
+
+def tokenizer_state(tokenizer) -> tuple:
+    """What student code could change on a tokenizer it was handed (compared after each use)."""
+    return (tokenizer.padding_side, tokenizer.truncation_side, tokenizer.pad_token, tokenizer.eos_token,
+            len(tokenizer), tokenizer.model_max_length, tokenizer.chat_template,
+            repr(sorted(tokenizer.special_tokens_map.items())))
+
+
+def lent_tokenizer(spec: dict):
+    """The tokenizer of `spec`, reused across calls (a deep copy costs about half a second) unless the last
+    user changed it, in which case a fresh copy is made."""
+    key = repr(sorted(spec.items()))
+    cached = _LENT_TOKENIZERS.get(key)
+    if cached is not None and tokenizer_state(cached[0]) == cached[1]:
+        return cached[0]
+    tokenizer = tokenizer_from_spec(spec)
+    _LENT_TOKENIZERS[key] = (tokenizer, tokenizer_state(tokenizer))
+    return tokenizer
+
+
 def tokenizer_from_spec(spec: dict):
     """A private tokenizer. `pad`: None (as loaded), "eos", "safe" (chat-safe) or "added" (a new [PAD] token)."""
     tokenizer = copy.deepcopy(base_tokenizer(str(spec["path"])))
@@ -156,7 +178,7 @@ def build(spec: dict):
     """The object a spec describes (tokenizer, model, dataset, path, PPO configuration or its class)."""
     kind = spec.get("kind")
     if kind == "tokenizer":
-        return tokenizer_from_spec(spec)
+        return lent_tokenizer(spec)
     if kind == "model":
         return model_from_spec(spec)
     if kind == "dataset":

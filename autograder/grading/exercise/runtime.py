@@ -16,12 +16,13 @@ backward pass). The judge answers an oracle only while the call that declared it
 import contextlib
 import dataclasses
 import enum
-import inspect
+import functools
 import os
 import signal
 import sys
 import traceback
 import types
+from collections.abc import Mapping
 
 from . import resources, wire
 
@@ -54,15 +55,38 @@ def error_form(error: BaseException, during: str) -> dict:
 
 
 def rebind(function, new_globals: dict, old_globals: dict):
-    """`function` re-created so that it looks up global names in `new_globals` (if it used `old_globals`)."""
-    if not isinstance(function, types.FunctionType) or function.__globals__ is not old_globals:
+    """`function` re-created so that it looks up global names in `new_globals` (if it used `old_globals`).
+
+    A notebook function under a decorator (`@torch.no_grad()`, `@contextmanager`) is re-created inside and
+    wrapped again the same way, so that replaced names reach the code inside the decorator too.
+    """
+    if not isinstance(function, types.FunctionType):
         return function
-    clone = types.FunctionType(function.__code__, new_globals, function.__name__, function.__defaults__,
-                               function.__closure__)
-    clone.__kwdefaults__ = dict(function.__kwdefaults__) if function.__kwdefaults__ else None
-    clone.__dict__.update(function.__dict__)
-    clone.__qualname__, clone.__doc__ = function.__qualname__, function.__doc__
-    return clone
+    if function.__globals__ is old_globals:
+        clone = types.FunctionType(function.__code__, new_globals, function.__name__, function.__defaults__,
+                                   function.__closure__)
+        clone.__kwdefaults__ = dict(function.__kwdefaults__) if function.__kwdefaults__ else None
+        clone.__dict__.update(function.__dict__)
+        clone.__qualname__, clone.__doc__ = function.__qualname__, function.__doc__
+        return clone
+    inner = getattr(function, "__wrapped__", None)
+    if not isinstance(inner, types.FunctionType) or inner.__globals__ is not old_globals:
+        return function
+    rebound = rebind(inner, new_globals, old_globals)
+    free = dict(zip(function.__code__.co_freevars, (c.cell_contents for c in function.__closure__ or ())))
+    factory = free.get("ctx_factory") or getattr(function, "context_factory", None)
+    if factory is not None:  # torch.no_grad(), torch.inference_mode(), torch.enable_grad() as decorators
+
+        @functools.wraps(rebound)
+        def under_context(*args, **kwargs):
+            with factory():
+                return rebound(*args, **kwargs)
+
+        under_context.context_factory = factory
+        return under_context
+    if function.__module__ == "contextlib" or function.__code__.co_filename.endswith("contextlib.py"):
+        return contextlib.contextmanager(rebound)
+    return function
 
 
 def rebound_namespace(namespace: dict, overrides: dict | None = None) -> dict:
@@ -79,26 +103,8 @@ def rebound_namespace(namespace: dict, overrides: dict | None = None) -> dict:
 
 
 def isolated(namespace: dict, name: str, overrides: dict):
-    """The function `name` re-created on a copy of the namespace in which `overrides` replace other names.
-
-    A function decorated in the notebook (`@torch.no_grad()`) is unwrapped, re-created and run under
-    `torch.no_grad()` again, so that the overrides reach the code inside the decorator too.
-    """
-    copy = rebound_namespace(namespace, overrides)
-    function = copy.get(name)
-    inner = inspect.unwrap(namespace.get(name)) if callable(namespace.get(name)) else None
-    if inner is not None and inner is not namespace.get(name) and isinstance(inner, types.FunctionType) \
-            and inner.__globals__ is namespace:
-        import torch
-
-        rebound = rebind(inner, copy, namespace)
-
-        def call(*args, **kwargs):
-            with torch.no_grad():
-                return rebound(*args, **kwargs)
-
-        return call
-    return function
+    """The function `name` re-created on a copy of the namespace in which `overrides` replace other names."""
+    return rebound_namespace(namespace, overrides).get(name)
 
 
 class Exerciser:
@@ -455,7 +461,7 @@ def describe(value, depth: int, encoder) -> dict | None:
         rows = [value[i] for i in range(min(len(value), EXPORT_ROWS))]
         return {"$dataset": {"type": type(value).__name__, "columns": _json_safe(list(value.column_names)),
                              "num_rows": int(value.num_rows), "rows": _json_safe(rows)}}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type) and not isinstance(value, Mapping):
         fields = {}
         for field in dataclasses.fields(value):
             try:

@@ -13,7 +13,7 @@ import struct
 from collections.abc import Mapping
 from pathlib import PurePath
 
-MAX_MESSAGE_BYTES = 1 << 30  # a reply larger than this is refused (a hostile child cannot exhaust memory)
+MAX_MESSAGE_BYTES = 1 << 28  # a message larger than this is refused (a hostile sender cannot exhaust memory)
 MAX_DEPTH = 40
 MAX_ITEMS = 200_000
 
