@@ -182,47 +182,62 @@ def test_grading_refuses_to_start_without_bubblewrap(tmp_path):
     assert run.returncode == 2 and "apt-get install -y bubblewrap" in run.stderr
 
 
-def sandbox_processes(grader_pid: int) -> list[str]:
-    """Command lines of the sandboxes a grader process started (their scratch folder names its pid)."""
+def process_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of every process."""
     from pathlib import Path
 
-    found = []
+    table = {}
     for proc in Path("/proc").iterdir():
-        try:
-            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
+        if not proc.name.isdigit():
             continue
-        if f"hw2-sandbox-{grader_pid}-" in args:
-            found.append(args)
-    return found
+        try:
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        table[int(proc.name)] = (parent, args)
+    return table
+
+
+def sandboxes_under(grader_pid: int) -> list[int]:
+    """The sandbox processes (bubblewrap and what runs in it) started by the grader's judge processes."""
+    table = process_table()
+    family, grew = {grader_pid}, True
+    while grew:
+        grew = False
+        for pid, (parent, _) in table.items():
+            if parent in family and pid not in family:
+                family.add(pid)
+                grew = True
+    return [pid for pid in family if any(f"hw2-sandbox-{judge}-" in table[pid][1] for judge in family)]
 
 
 def test_a_killed_grader_leaves_no_sandbox_and_the_next_run_cleans_up(tmp_path):
+    import tempfile
     import time
     from pathlib import Path
 
     from autograder.grading.sandbox import SCRATCH_PREFIX, clean_leftovers
 
-    sleeper = {"pad": "import time\ntime.sleep(120)\n"}
-    notebook = write_submission(tmp_path / "submitted", "sleeper", sleeper)
+    notebook = write_submission(tmp_path / "submitted", "sleeper", {"pad": "import time\ntime.sleep(120)\n"})
+    before = set(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"))
     grader = subprocess.Popen([sys.executable, "-m", "autograder", "grade", str(notebook), "--out",
                                str(tmp_path / "out")], cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
-        while not sandbox_processes(grader.pid) and time.monotonic() < deadline:
+        deadline, sandboxes = time.monotonic() + 180, []
+        while not sandboxes and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert sandbox_processes(grader.pid), "the grader never started a sandbox"
+            sandboxes = sandboxes_under(grader.pid)
+        assert sandboxes, "the grader never started a sandbox"
     finally:
         grader.kill()
         grader.wait()
-    deadline = time.monotonic() + 10
-    while sandbox_processes(grader.pid) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 20
+    while any(Path(f"/proc/{pid}").exists() for pid in sandboxes) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert sandbox_processes(grader.pid) == []
-    import tempfile
-
-    leftovers = list(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{grader.pid}-*"))
+    assert not any(Path(f"/proc/{pid}").exists() for pid in sandboxes), "a sandbox outlived the grader"
+    leftovers = set(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*")) - before
     assert leftovers, "a killed grader leaves its scratch folder (the next run removes it)"
     clean_leftovers()
     assert not any(path.exists() for path in leftovers)

@@ -2,17 +2,19 @@
 
 Every submission below tries to buy points, leak a secret, escape the sandbox or break the batch. Each has its
 own small test that asserts the HONEST outcome: an empty release plus an attack scores 0; a wrong-but-plain
-answer plus tricks (patched torch, lying objects, traced frames...) scores exactly what the same plain answer
-scores without tricks (`plain_control`); the solution with an unrelated cell poisoned scores what the solution
-scores (`perfect_control`). After the run: no process carrying the run's marker survives, no marker file exists
-outside the sandbox, the loopback servers saw no connection, the planted secrets appear in no output, the
-canary process the daemons try to kill is alive, and the batch is complete (one row per student).
+answer plus lying objects scores exactly what the same plain answer scores without them (`plain_control`), and
+plus tricks that may break its own process (patched torch, traced frames, replaced modules...) at most that; the
+solution with unrelated cells poisoned scores what the solution scores (`perfect_control`). After the run: no
+process carrying the run's marker survives, no marker file exists outside the sandbox, the loopback servers saw
+no connection, the planted secrets appear in no output, the canary process the daemons try to kill is alive,
+and the batch is complete (one row per student).
 
 Hostile code is bounded: sleeps and loops end within ten minutes, the fork bomb is a tree of at most 1024
 processes, connections go only to this test's servers on the loopback, signals only to this test's canary,
 and files are only created under marker names (never overwritten), except in this test's own --out folder.
 
-The run takes a while (about 40 submissions, each through the 14 hidden checks, on --jobs 2).
+The run takes a while: about 40 submissions, each through the 14 hidden checks, on --jobs 2 (about 15 minutes
+on 2 busy cores).
 """
 import csv
 import json
@@ -22,7 +24,6 @@ import secrets
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import sysconfig
@@ -283,7 +284,8 @@ for pid in sorted(os.listdir("/proc")):
     seen.append(pid)
     for link in ("root", "cwd"):
         base = f"/proc/{pid}/{link}"
-        for relative in (P["repo"].lstrip("/") + "/solutions/hw2_dpo_ppo.ipynb", "work/main/solutions/hw2_dpo_ppo.ipynb"):
+        for relative in (P["repo"].lstrip("/") + "/solutions/hw2_dpo_ppo.ipynb",
+                         "work/main/solutions/hw2_dpo_ppo.ipynb"):
             path = os.path.join(base, relative)
             try:
                 notebook = json.load(open(path))
@@ -581,7 +583,8 @@ P = json.loads(sys.argv[2])
 deadline = time.time() + 600
 while time.time() < deadline:
     time.sleep(2)
-    for path in (f"/tmp/hw2-pwned-{P['mark']}-daemon", os.path.join(P["repo"], "autograder", f"pwned_{P['mark']}_daemon.py"),
+    for path in (f"/tmp/hw2-pwned-{P['mark']}-daemon",
+                 os.path.join(P["repo"], "autograder", f"pwned_{P['mark']}_daemon.py"),
                  os.path.join(P["out"], f"daemon_{P['mark']}.json")):
         try:
             with open(path, "x") as handle:
@@ -652,30 +655,42 @@ raise RuntimeError("ATTACK-fork-bomb")
 # ---------------------------------------------------------------- family 6: secrets
 
 STEAL_SECRETS = '''
-import glob
-found = []
-def look(text):
-    for match in __import__("re").findall(r"[A-Za-z0-9_]*(?:hf_|SECRET|WANDB|TOKEN)[A-Za-z0-9_=]*", text):
-        if match not in found:
-            found.append(match)
-look(json.dumps(dict(os.environ)))
-paths = ["/proc/self/environ", f"/proc/{os.getppid()}/environ", "/proc/1/environ",
-         os.path.expanduser("~/.cache/huggingface/token"), os.path.join(P["home"], ".cache/huggingface/token"),
-         "/root/.cache/huggingface/token", os.path.join(P["home"], ".netrc"), "/root/.netrc",
-         os.path.join(P["home"], ".config/wandb/settings")] + glob.glob("/proc/*/environ")
-for path in paths:
-    try:
-        look(open(path, "rb").read().decode("utf-8", "replace").replace("\\x00", " "))
-    except OSError:
-        pass
-hexed = [f.encode().hex() for f in found]
-MESSAGE = f"{P['leak_canary']} found {found} hex {hexed}"
-def pad(tensors, padding_value=0, padding_side="right"):
-    raise RuntimeError(MESSAGE)
-def dpo_loss(*args, **kwargs):
-    return MESSAGE, MESSAGE, MESSAGE
+import glob, re
+def collect():
+    """Every token-looking string of the environment, the token files and /proc/*/environ, with its hex."""
+    found = []
+    def look(text):
+        for match in re.findall(r"[A-Za-z0-9_]*(?:hf_|SECRET|WANDB|TOKEN)[A-Za-z0-9_=]*", text):
+            if match not in found:
+                found.append(match)
+    look(json.dumps(dict(os.environ)))
+    paths = ["/proc/self/environ", f"/proc/{os.getppid()}/environ", "/proc/1/environ",
+             os.path.expanduser("~/.cache/huggingface/token"), os.path.join(P["home"], ".cache/huggingface/token"),
+             "/root/.cache/huggingface/token", os.path.join(P["home"], ".netrc"), "/root/.netrc",
+             os.path.join(P["home"], ".config/wandb/settings")] + glob.glob("/proc/*/environ")
+    for path in paths:
+        try:
+            look(open(path, "rb").read().decode("utf-8", "replace").replace("\\x00", " "))
+        except OSError:
+            pass
+    return f"{P['leak_canary']} found {found} hex {[f.encode().hex() for f in found]}"
+'''
+
+STEAL_AT_TOP_LEVEL = STEAL_SECRETS + '''
+MESSAGE = collect()
 print(MESSAGE)
 raise RuntimeError(MESSAGE)
+'''
+
+STEAL_IN_CALL = STEAL_SECRETS + '''
+def pad(tensors, padding_value=0, padding_side="right"):
+    raise RuntimeError(collect())
+'''
+
+STEAL_IN_RESULTS = STEAL_SECRETS + '''
+def dpo_loss(*args, **kwargs):
+    message = collect()
+    return message, message, message
 '''
 
 # ---------------------------------------------------------------- family 7: network
@@ -854,10 +869,9 @@ ATTACKS: dict[str, Attack] = {
         win_rate=PLANT_SITECUSTOMIZE,
         distinct_n=NETWORK + "\nattempt()\n"), "perfect"),
     # 6. secrets
-    "steal_secrets_top_level": Attack("6", empty(apply_chat_template=STEAL_SECRETS), "zero", "LEAK"),
-    "steal_secrets_in_call": Attack("6", empty(pad=STEAL_SECRETS.replace("raise RuntimeError(MESSAGE)\n", "")
-                                               .replace("print(MESSAGE)\n", "")), "zero"),
-    "steal_secrets_in_results": Attack("6", empty(dpo_loss=STEAL_SECRETS), "zero", "LEAK"),
+    "steal_secrets_top_level": Attack("6", empty(apply_chat_template=STEAL_AT_TOP_LEVEL), "zero", "LEAK"),
+    "steal_secrets_in_call": Attack("6", empty(pad=STEAL_IN_CALL), "zero"),
+    "steal_secrets_in_results": Attack("6", empty(dpo_loss=STEAL_IN_RESULTS), "zero"),
     # 7. network
     "network_top_level": Attack("7", empty(apply_chat_template=NETWORK_TOPLEVEL), "zero", "ATTACK-net"),
     "network_in_call": Attack("7", empty(pad=NETWORK_IN_CALL), "zero"),
@@ -1070,7 +1084,7 @@ def attack_run(fixtures, tmp_path_factory):
     env = {**os.environ, "HOME": str(home), "HF_TOKEN": HF_SECRET, "HUGGING_FACE_HUB_TOKEN": HF_SECRET,
            "WANDB_API_KEY": WANDB_SECRET}
     command = [sys.executable, "-m", "autograder", "grade", str(submitted), "--out", str(out), "--jobs", "2",
-               "--seed", "0", "--check-timeout", "20", "--timeout", "300"]
+               "--seed", "0", "--check-timeout", "30", "--timeout", "300"]
     start = time.monotonic()
     try:
         run = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=3 * 3600)

@@ -79,7 +79,7 @@ class CheckContext:
             import shutil
             import tempfile
 
-            self._shared_dir = Path(tempfile.mkdtemp(prefix="hw2-judge-inputs-"))
+            self._shared_dir = Path(tempfile.mkdtemp(prefix=f"hw2-judge-inputs-{os.getpid()}-"))
             self._shared_dir.chmod(0o755)
             atexit.register(shutil.rmtree, self._shared_dir, True)
         return self._shared_dir

@@ -123,6 +123,9 @@ def _init_worker(tests, extra_credit, settings, key) -> None:
     import os
     import warnings
 
+    from autograder.grading.sandbox import die_with_parent
+
+    die_with_parent()  # a judge process never outlives the CLI (and its sandboxes die with it)
     os.environ["TQDM_DISABLE"] = "1"
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
@@ -143,6 +146,42 @@ def _judge_in_worker(submission: Submission) -> dict:
                    for gid, p in state["tests"].items()}
         return results.record(submission.student, submission.notebook, state["tests"], entries,
                               state["extra_credit"], ["internal error of the grader"], 0.0, state["key"])
+
+
+def grade_all(todo: list[Submission], jobs: int, initargs: tuple):
+    """Judge every submission in `jobs` judge processes and yield their records as they finish.
+
+    A judge process that dies (killed for memory, say) never takes the batch with it: its submissions are
+    graded again one at a time, and the one that kills a judge of its own gets an error record.
+    """
+    import multiprocessing
+    from concurrent.futures.process import BrokenProcessPool
+
+    queue, solo = list(todo), jobs <= 1
+    while queue:
+        pool = ProcessPoolExecutor(max_workers=1 if solo else jobs, initializer=_init_worker, initargs=initargs,
+                                   mp_context=multiprocessing.get_context("spawn"))
+        futures = [(submission, pool.submit(_judge_in_worker, submission)) for submission in queue]
+        queue, culprit_found = [], False
+        for submission, future in futures:
+            try:
+                yield future.result()
+            except BrokenProcessPool:
+                if solo and not culprit_found:  # one judge, in order: this submission was running
+                    culprit_found = True
+                    yield crashed_judge_record(submission, initargs)
+                else:
+                    queue.append(submission)
+        pool.shutdown(wait=True, cancel_futures=True)
+        solo = True
+
+
+def crashed_judge_record(submission: Submission, initargs: tuple) -> dict:
+    tests, extra_credit, _, key = initargs
+    message = ("the grading process died while judging this submission (out of memory?); it was graded "
+               "alone and died again, so nothing could be checked: ask the course staff")
+    entries = {gid: results.test_entry(p, 0, "error", f"[{gid}] {message}") for gid, p in tests.items()}
+    return results.record(submission.student, submission.notebook, tests, entries, extra_credit, [message], 0.0, key)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -187,25 +226,12 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     initargs = (tests, extra_credit, settings, key)
     with tqdm(total=len(todo), desc="grading", unit="nb") as bar:
-        if args.jobs <= 1:
-            _init_worker(*initargs)
-            graded = map(_judge_in_worker, todo)
-            pool = None
-        else:
-            import multiprocessing
-
-            pool = ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_init_worker, initargs=initargs)
-            graded = pool.map(_judge_in_worker, todo)
-        try:
-            for record in graded:
-                results.save(args.out, record)
-                done.append(record)
-                bar.set_postfix(last=f"{record['student']} {record['score']:g}/{record['max_score']:g}")
-                bar.update(1)
-        finally:
-            if pool is not None:
-                pool.shutdown()
+        for record in grade_all(todo, args.jobs, (tests, extra_credit, settings, key)):
+            results.save(args.out, record)
+            done.append(record)
+            bar.set_postfix(last=f"{record['student']} {record['score']:g}/{record['max_score']:g}")
+            bar.update(1)
+    clean_leftovers()
     results.write_csv(args.out, done, list(tests))
     width = max(len(r["student"]) for r in done)
     print(f"\n{'student':<{width}}  score")

@@ -10,6 +10,7 @@ an address-space limit, a process-count limit (a pids cgroup, where the machine 
 per request. When the submission is done, or the grader dies, every process of the sandbox is killed: the
 PID namespace ends with its first process.
 """
+import contextlib
 import ctypes
 import os
 import select
@@ -18,11 +19,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from autograder.grading.exercise import wire
+from autograder.grading.exercise.runtime import CellTimeout, time_limit
 from autograder.grading.remote import ExerciseFailure, Runner
 
 EXERCISE_PACKAGE = Path(__file__).resolve().parent / "exercise"
@@ -32,6 +35,8 @@ NOBODY = 65534
 INSTALL_HINT = ("bubblewrap (`bwrap`) is not installed: install it with `apt-get install -y bubblewrap` (Debian/"
                 "Ubuntu) or `dnf install bubblewrap`, or pass --unsafe-no-sandbox to grade WITHOUT isolation")
 SCRATCH_PREFIX = "hw2-sandbox-"
+INPUTS_PREFIX = "hw2-judge-inputs-"
+CELL_TIMEOUT = 300  # seconds for one top-level cell at start (the instructor's imports on a busy machine)
 CGROUP_ROOT = Path("/sys/fs/cgroup/pids")
 UNSAFE_WARNING = ("WARNING: graded with --unsafe-no-sandbox: the submission's code ran without isolation, so this "
                   "grade can be forged; do not trust it")
@@ -160,10 +165,11 @@ class PidsCgroup:
 def clean_leftovers() -> None:
     """Scratch folders and cgroups of grader processes that died (a crashed run leaves nothing behind)."""
     root = Path(tempfile.gettempdir())
-    for path in root.glob(f"{SCRATCH_PREFIX}*"):
-        pid = path.name[len(SCRATCH_PREFIX):].split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
+    for prefix in (SCRATCH_PREFIX, INPUTS_PREFIX):
+        for path in root.glob(f"{prefix}*"):
+            pid = path.name[len(prefix):].split("-")[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(path, ignore_errors=True)
     if CGROUP_ROOT.is_dir():
         for path in CGROUP_ROOT.glob("hw2-grade-*"):
             pid = path.name.split("-")[2]
@@ -183,9 +189,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _die_with_grader() -> None:
+def die_with_parent() -> None:
+    """Ask the kernel to kill this process when its parent dies (PR_SET_PDEATHSIG)."""
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the sandbox dies when the grader does
+    libc.prctl(1, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def judge_time_limit(seconds: float):
+    """Stop a stand-in the judge computes for the sandbox once the request's time is up (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with time_limit(max(seconds, 0.01)):
+        yield
 
 
 class FdChannel:
@@ -266,7 +283,7 @@ class SandboxRunner(Runner):
         def prepare_child():
             import resource
 
-            _die_with_grader()
+            die_with_parent()
             resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             cgroup.join_from_child()
@@ -291,9 +308,9 @@ class SandboxRunner(Runner):
         os.close(request_read)
         os.close(reply_write)
         self.channel = FdChannel(reply_read, request_write)
-        reply, _ = self.exchange_once({"op": "init", "cells": self.cells,
-                                       "cell_timeout": self.settings.request_timeout},
-                                      [], timeout=self.settings.request_timeout * 3)
+        cell_timeout = max(self.settings.request_timeout, CELL_TIMEOUT)
+        reply, _ = self.exchange_once({"op": "init", "cells": self.cells, "cell_timeout": cell_timeout},
+                                      [], timeout=2 * cell_timeout)
         notes = [str(note)[:500] for note in reply.get("notes", [])][:20] if isinstance(reply, dict) else []
         if self.starts == 1:
             self.notes = notes
@@ -345,11 +362,12 @@ class SandboxRunner(Runner):
             while True:
                 reply, blob = wire.read_frame(channel)
                 if reply.get("op") in ("oracle", "oracle_backward"):
-                    answer, out = self.serve_oracle(reply, wire.unpack_tensors(blob))
+                    with judge_time_limit(channel.deadline - time.monotonic()):
+                        answer, out = self.serve_oracle(reply, wire.unpack_tensors(blob))
                     wire.write_frame(channel, answer, wire.pack_tensors(out))
                     continue
                 return reply, wire.unpack_tensors(blob)
-        except TimeoutError:
+        except (TimeoutError, CellTimeout):
             self.close()
             raise ExerciseFailure(f"your code ran for more than {timeout:g} s here; look for an endless loop or a "
                                   "far too large computation", "timeout") from None

@@ -13,7 +13,8 @@ import struct
 from collections.abc import Mapping
 from pathlib import PurePath
 
-MAX_MESSAGE_BYTES = 1 << 28  # a message larger than this is refused (a hostile sender cannot exhaust memory)
+MAX_MESSAGE_BYTES = 1 << 28  # tensors of one message: more is refused (a hostile sender cannot exhaust memory)
+MAX_JSON_BYTES = 1 << 25  # the JSON part of one message (parsing JSON takes many times its size in memory)
 MAX_DEPTH = 40
 MAX_ITEMS = 200_000
 
@@ -43,7 +44,7 @@ def _read_exact(stream, size: int) -> bytes:
 
 def read_frame(stream, limit: int = MAX_MESSAGE_BYTES) -> tuple[dict, bytes]:
     (size,) = struct.unpack(">Q", _read_exact(stream, 8))
-    if size > limit:
+    if size > min(limit, MAX_JSON_BYTES):
         raise WireError(f"a message of {size} bytes is larger than the limit of {limit}")
     try:
         document = json.loads(_read_exact(stream, size))
