@@ -22,7 +22,9 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from autograder.grading.exercise.runtime import rebind, rebound_namespace  # noqa: F401 (re-exported)
+from autograder.grading.exercise import runtime as _runtime
+
+rebound_namespace = _runtime.rebound_namespace  # the notebook-copy helper, for the catalogue and its tests
 
 STATUS_PASSED, STATUS_FAILED, STATUS_ERROR, STATUS_TIMEOUT = "passed", "failed", "error", "timeout"
 

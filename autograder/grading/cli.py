@@ -224,7 +224,6 @@ def run(args: argparse.Namespace) -> int:
     salt = args.seed if args.seed is not None else secrets.randbelow(2**31)
     settings = JudgeSettings(args.timeout, args.check_timeout, args.memory_gb, args.unsafe_no_sandbox, salt)
     start = time.perf_counter()
-    initargs = (tests, extra_credit, settings, key)
     with tqdm(total=len(todo), desc="grading", unit="nb") as bar:
         for record in grade_all(todo, args.jobs, (tests, extra_credit, settings, key)):
             results.save(args.out, record)

@@ -270,7 +270,7 @@ class Runner:
             inputs = [tensors[int(i)].requires_grad_(True) for i in request.get("grad", [])]
             with torch.enable_grad():
                 value = function(*data.get("args", []), **dict(data.get("kwargs", {})))
-            outputs = [t for t in _tensors_in(value) if t.requires_grad]
+            outputs = [t for t in wire.tensors_in(value) if t.requires_grad]
             reply = {}
             if inputs and outputs:
                 token = next(self.counter)
@@ -361,18 +361,6 @@ class Runner:
 
     def exchange(self, document: dict, tensors: list) -> tuple[dict, list]:
         raise NotImplementedError
-
-
-def _tensors_in(value) -> list:
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _tensors_in(v)]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _tensors_in(v)]
-    return []
 
 
 class LocalRunner(Runner):

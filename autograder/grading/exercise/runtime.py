@@ -190,7 +190,7 @@ class Exerciser:
         reply, out = self.channel({"op": "oracle", "name": name, "input": form, "grad": trainable},
                                   encoder.tensors)
         value = self.decode_reply(reply, out)
-        differentiable = [t for t in _tensors_in(value) if t.requires_grad]
+        differentiable = [t for t in wire.tensors_in(value) if t.requires_grad]
         if reply.get("token") is None or not trainable or not differentiable:
             return value
         for tensor in differentiable:
@@ -374,18 +374,6 @@ def follow(value, path: list):
     for key in path:
         value = value[key]
     return value
-
-
-def _tensors_in(value) -> list:
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _tensors_in(v)]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _tensors_in(v)]
-    return []
 
 
 def _replace_tensors(value, replacement: dict):

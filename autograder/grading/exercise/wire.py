@@ -82,6 +82,19 @@ def unpack_tensors(blob: bytes) -> list:
         raise WireError("the tensor blob is not numbered 0..n-1") from None
 
 
+def tensors_in(value) -> list:
+    """The tensors in a (nested) list, tuple or dict, in order."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in tensors_in(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in tensors_in(v)]
+    return []
+
+
 def plain_tensor(tensor):
     """A detached, contiguous CPU copy of `tensor` as a plain torch.Tensor (subclasses and views dropped)."""
     import torch
