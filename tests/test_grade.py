@@ -241,3 +241,15 @@ def test_a_killed_grader_leaves_no_sandbox_and_the_next_run_cleans_up(tmp_path):
     assert leftovers, "a killed grader leaves its scratch folder (the next run removes it)"
     clean_leftovers()
     assert not any(path.exists() for path in leftovers)
+
+
+def test_unsafe_no_sandbox_grades_but_marks_every_output(tmp_path):
+    from autograder.grading.sandbox import UNSAFE_WARNING
+
+    notebook = write_submission(tmp_path / "submitted", "alice", {"pad": SOLUTION["pad"]})
+    run = run_cli([str(notebook), "--unsafe-no-sandbox", "--seed", "0"], {}, tmp_path)
+    assert run.returncode == 0 and "WITHOUT isolation" in run.stderr
+    alice = json.loads((tmp_path / "out" / "alice.json").read_text())
+    assert alice["tests"]["test_pad"]["status"] == "passed" and alice["tests"]["test_dpo_loss"]["score"] == 0
+    assert alice["notes"][0] == UNSAFE_WARNING
+    assert UNSAFE_WARNING in (tmp_path / "out" / "alice.feedback.md").read_text()
