@@ -196,7 +196,6 @@ class Runner:
         self.oracles: dict[str, object] = {}
         self.tapes: dict[int, tuple] = {}
         self.counter = itertools.count(1)
-        self.next_handle = itertools.count(1_000_000)
 
     # ------------------------------------------------------------ encoding
 

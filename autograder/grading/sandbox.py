@@ -257,7 +257,6 @@ class SandboxRunner(Runner):
         self.cgroup = None
         self.scratch = None
         self.starts = 0
-        self.notes: list[str] = []
 
     # ------------------------------------------------------------ lifetime
 
@@ -300,8 +299,8 @@ class SandboxRunner(Runner):
                                              f"os._exit(main({request_read}, {reply_write}))"]
             cwd = self.scratch / "home"
         else:
-            env, command, cwd = None, bwrap_command(self.settings, self.scratch, request_read, reply_write), "/"
-        self.process = subprocess.Popen(command, cwd=cwd, env=env if env is not None else {},
+            env, command, cwd = {}, bwrap_command(self.settings, self.scratch, request_read, reply_write), "/"
+        self.process = subprocess.Popen(command, cwd=cwd, env=env,
                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, pass_fds=(request_read, reply_write),
                                         preexec_fn=prepare_child, start_new_session=True)
@@ -311,10 +310,7 @@ class SandboxRunner(Runner):
         cell_timeout = max(self.settings.request_timeout, CELL_TIMEOUT)
         reply, _ = self.exchange_once({"op": "init", "cells": self.cells, "cell_timeout": cell_timeout},
                                       [], timeout=2 * cell_timeout)
-        notes = [str(note)[:500] for note in reply.get("notes", [])][:20] if isinstance(reply, dict) else []
-        if self.starts == 1:
-            self.notes = notes
-        return notes
+        return [str(note)[:500] for note in reply.get("notes", [])][:20] if isinstance(reply, dict) else []
 
     def close(self) -> None:
         if self.process is not None:

@@ -255,20 +255,19 @@ class Exerciser:
         function, missing = self.function(request)
         if missing:
             return missing, []
-        try:
-            inputs = self.decode(request.get("input", {"$dict": []}), tensors)
-        except (ExerciseError, wire.WireError):
-            raise
-        args, kwargs = list(inputs.get("args", [])), dict(inputs.get("kwargs", {}))
+        return self.call_and_reply(request, function, tensors, f"calling `{request['name']}`")
+
+    def call_and_reply(self, request, function, tensors, action: str):
+        """Call `function` on the request's decoded inputs (with gradients on) and reply with the result."""
         import torch
 
+        inputs = self.decode(request.get("input", {"$dict": []}), tensors)
+        args, kwargs = list(inputs.get("args", [])), dict(inputs.get("kwargs", {}))
         try:
             with torch.enable_grad():
                 result = function(*args, **kwargs)
         except BaseException as error:  # noqa: BLE001 (everything student code raises is reported)
-            if isinstance(error, CellTimeout):
-                raise
-            return {"error": error_form(error, f"calling `{request['name']}`")}, []
+            return {"error": error_form(error, action)}, []
         return self.after_call(request, result, args, kwargs)
 
     def after_call(self, request, result, args, kwargs):
@@ -314,22 +313,24 @@ class Exerciser:
         spec = self.decode(request["spec"], tensors)
         return {"ref": self.keep(resources.build(spec))}, []
 
+    def kept(self, request):
+        """The kept object a request names; ExerciseError if there is none."""
+        handle = int(request["ref"])
+        if handle not in self.objects:
+            raise ExerciseError(f"no kept object {handle}")
+        return self.objects[handle]
+
     def op_method(self, request, tensors):
-        target = self.objects.get(int(request["ref"]))
-        if target is None:
-            raise ExerciseError(f"no kept object {request['ref']}")
-        inputs = self.decode(request.get("input", {"$dict": []}), tensors)
+        name = str(request["name"])
+        target = self.kept(request)
         try:
-            method = getattr(target, str(request["name"]))
-            result = method(*inputs.get("args", []), **dict(inputs.get("kwargs", {})))
-        except BaseException as error:  # noqa: BLE001
-            return {"error": error_form(error, f"calling .{request['name']}()")}, []
-        return self.after_call(request, result, list(inputs.get("args", [])), dict(inputs.get("kwargs", {})))
+            method = getattr(target, name)
+        except BaseException as error:  # noqa: BLE001 (a student object's __getattr__ may raise anything)
+            return {"error": error_form(error, f"calling .{name}()")}, []
+        return self.call_and_reply(request, method, tensors, f"calling .{name}()")
 
     def op_attrs(self, request, tensors):
-        target = self.objects.get(int(request["ref"]))
-        if target is None:
-            raise ExerciseError(f"no kept object {request['ref']}")
+        target = self.kept(request)
         values = {}
         for path in request.get("names", []):
             try:
@@ -342,12 +343,12 @@ class Exerciser:
         return self.reply(values)
 
     def op_export(self, request, tensors):
-        target = self.objects.get(int(request["ref"]))
+        target = self.kept(request)
         encoder = wire.Encoder(lambda v, d, e: self.encode_special(v, d, e, top_level_ref=False))
         return {"value": encoder.encode(target)}, encoder.tensors
 
     def op_iterate(self, request, tensors):
-        target = self.objects.get(int(request["ref"]))
+        target = self.kept(request)
         limit = int(request.get("limit", EXPORT_BATCHES))
         items = []
         try:
