@@ -26,13 +26,10 @@ from autograder.notebook import grading_env  # noqa: E402
 # A submission runs in the kernel and can print its environment into the autograded notebook and the
 # feedback: no credentials reach it. They are dropped from this process's environment before any kernel
 # starts, the Hub's token file and cache point at a scratch folder, and the Hub and W&B are forced offline.
-SECRET_NAME_PARTS = ("TOKEN", "SECRET", "PASSWORD", "API_KEY")
-
-
-def is_secret(name: str) -> bool:
-    name = name.upper()
-    return any(part in name for part in SECRET_NAME_PARTS) or name.endswith("_KEY")
-
+# Where bubblewrap exists, the kernel itself runs sandboxed (autograder/grading/kernel.py): it sees no home
+# folder, no other process and no variable but the HW2_* settings.
+from autograder.grading.kernel import KERNEL_NAME, install_kernelspec, is_secret  # noqa: E402
+from autograder.grading.sandbox import INSTALL_HINT, bwrap_path, clean_leftovers  # noqa: E402
 
 for key in [k for k in os.environ if is_secret(k)]:  # HF_TOKEN, HUGGING_FACE_HUB_TOKEN, WANDB_API_KEY, ...
     del os.environ[key]
@@ -49,3 +46,26 @@ os.environ.update({
 
 
 c.Execute.timeout = 300  # seconds per cell; the grading profile needs far less
+
+# Commands that execute submissions refuse to start when the grader's own setup is broken: a missing sandbox
+# or missing fixtures would otherwise show up as a zero in every student's feedback.
+EXECUTING = bool({"autograde", "validate"} & set(sys.argv[1:3]))
+UNSAFE = os.environ.get("HW2_UNSAFE_NO_SANDBOX") == "1"
+if EXECUTING:
+    from autograder.fixtures import fixture_paths
+
+    if not fixture_paths().tiny.is_dir():
+        raise SystemExit(f"hw2 grading setup: the offline fixtures are missing ({fixture_paths().root}); "
+                         "build them with `python -m autograder fixtures` (or `make fixtures`), then rerun")
+    if bwrap_path() is None and not UNSAFE:
+        raise SystemExit("hw2 grading setup: " + INSTALL_HINT.replace("pass --unsafe-no-sandbox", "set HW2_UNSAFE_NO_SANDBOX=1"))
+if EXECUTING and not UNSAFE:  # every kernel nbgrader starts from here on is the sandboxed one
+    clean_leftovers()
+    JUPYTER_DIR = OUTPUT_DIR / "jupyter"
+    install_kernelspec(JUPYTER_DIR)
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(JUPYTER_DIR), os.environ.get("JUPYTER_PATH")]))
+    SOCKETS = OUTPUT_DIR / "kernel-sockets"  # nbgrader runs one kernel at a time: only its sockets are here
+    SOCKETS.mkdir(parents=True, exist_ok=True)
+    c.Execute.kernel_name = KERNEL_NAME
+    c.KernelManager.transport = "ipc"  # socket files the sandbox shares with nbgrader: it needs no network
+    c.KernelManager.ip = str(SOCKETS / "kernel")

@@ -10,7 +10,7 @@ import pytest
 from autograder.checks import all_checks
 from autograder.paths import REPO_ROOT
 from autograder.release import RELEASE_NOTEBOOK
-from autograder.grading.submission import fill_answers, solution_answers, autograded_tests
+from autograder.grading.submission import autograded_tests, fill_answers, graded_by_hand, solution_answers
 
 SOLUTION = solution_answers()
 
@@ -95,6 +95,21 @@ def test_grading_json_schema(graded):
     assert starred == extra_credit_tests(tests)
     assert data["max_score"] == pytest.approx(sum(p for gid, p in tests.items() if gid not in starred))
     assert data["extra_credit_max"] == pytest.approx(sum(tests[gid] for gid in starred))
+
+
+def test_one_definition_of_the_maximum_in_json_feedback_and_nbgrader(graded):
+    """The JSON's `points`, the feedback's sentence and nbgrader's maximum (every graded cell) agree."""
+    _, out, _ = graded
+    data = result(out, "perfect")
+    points = data["points"]
+    assert points["autograded"] == data["max_score"] and points["starred"] == data["extra_credit_max"]
+    assert points["homework"] == pytest.approx(points["autograded"] + points["by_hand"])
+    every_graded_cell = {**autograded_tests(), **graded_by_hand()}  # what nbgrader sums up
+    assert points["nbgrader_max"] == pytest.approx(sum(every_graded_cell.values()))
+    assert points["bonus"] == pytest.approx(graded_by_hand()["bonus_model_cards"])
+    feedback = (out / "perfect.feedback.md").read_text()
+    assert f"The homework is out of {points['homework']:g} points" in feedback
+    assert f"its total is out of {points['nbgrader_max']:g}" in feedback
 
 
 def test_solution_gets_full_marks_and_release_gets_zero(graded):

@@ -1,15 +1,18 @@
 """A real nbgrader round trip on a course folder made by `python -m autograder course`, compared with our CLI.
 
-One class goes through `nbgrader autograde` and `generate_feedback` with credentials in nbgrader's environment,
-then through `python -m autograder grade --gradebook`. Besides honest students it holds a cheater whose first
-answer cell prints the environment and replaces `autograder.checks.grade_cell`: autograde, whose hidden tests
-run in the student's kernel, gives it forged marks (the hole the CLI closes), the CLI its honest ones.
+One class goes through `nbgrader autograde` and `generate_feedback` with credentials in nbgrader's environment
+and a Hub token file in the instructor's home, then through `python -m autograder grade --gradebook`. Besides
+honest students it holds a cheater whose first answer cell looks for those credentials everywhere it can
+(variables, every visible process's environment, the token file) and replaces `autograder.checks.grade_cell`.
+The kernel is sandboxed, so it finds nothing; but the hidden tests still run in that kernel, so autograde
+gives it forged marks (the hole the CLI closes), and the CLI gives it its honest ones.
 """
 import json
 import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -26,8 +29,9 @@ NOTEBOOK_ID = NOTEBOOK_NAME.removesuffix(".ipynb")
 SECRETS = {"HF_TOKEN": "hf_SECRETdoNotLeak0123456789", "HUGGING_FACE_HUB_TOKEN": "hf_SECRETtoo0123456789",
            "WANDB_API_KEY": "wandbSECRET0123456789", "COURSE_DB_PASSWORD": "pwSECRET0123456789",
            "OPENAI_API_KEY": "sk-SECRET0123456789", "AWS_SECRET_ACCESS_KEY": "awsSECRET0123456789"}
+TOKEN_FILE_SECRET = "hf_SECRETinTheTokenFile0123456789"
 CHEATED_ANSWER = "apply_chat_template"  # the cheater answers this one honestly, and nothing else
-CHEAT = '''
+CHEAT_TEMPLATE = '''
 import os as _os
 print("LEAK-PROBE env:", dict(_os.environ))
 print("LEAK-PROBE HF_TOKEN:", _os.environ.get("HF_TOKEN"))
@@ -36,17 +40,29 @@ try:
     print("LEAK-PROBE hub token:", _get_token())
 except Exception as _error:  # noqa: BLE001
     print("LEAK-PROBE hub:", _error)
-try:  # not a leak, a fact: the parent's environment as it started (os.environ edits do not change it)
-    with open(f"/proc/{_os.getppid()}/environ", "rb") as _parent:
-        print("LEAK-PROBE parent environ has HF_TOKEN:", b"HF_TOKEN=" in _parent.read())
+import glob as _glob
+_environs = []
+for _path in _glob.glob("/proc/[0-9]*/environ"):  # every process it can see, nbgrader's own included
+    try:
+        with open(_path, "rb") as _file:
+            _environs.append(_file.read())
+    except OSError:
+        pass
+print("LEAK-PROBE processes seen:", len(_environs), "with HF_TOKEN:", sum(b"HF_TOKEN=" in _e for _e in _environs))
+try:  # the instructor's Hub login, at the path the test gives it (a student would guess ~/.cache/...)
+    print("LEAK-PROBE token file:", open({token_file!r}).read())
 except OSError as _error:
-    print("LEAK-PROBE parent:", _error)
+    print("LEAK-PROBE token file unreadable:", type(_error).__name__)
 try:  # under nbgrader autograde the hidden tests run in this kernel: make each one print nothing (full marks)
     import autograder.checks as _checks
     _checks.grade_cell = lambda grade_id, namespace, context=None: None
 except ImportError:
     pass
 '''
+
+
+def cheat(token_file):
+    return CHEAT_TEMPLATE.replace("{token_file!r}", repr(str(token_file)))
 
 
 def nbgrader(course, *args, env):
@@ -57,9 +73,15 @@ def nbgrader(course, *args, env):
 
 @pytest.fixture(scope="module")
 def course(fixtures, tmp_path_factory):
+    if shutil.which("bwrap") is None:
+        pytest.skip("nbgrader's kernel runs in the grading sandbox, which needs bubblewrap: apt-get install -y bubblewrap")
     root = tmp_path_factory.mktemp("course")
     init_course(root)
-    env = {**nbgrader_env(), "HW2_GRADING_OUTPUT_DIR": str(root / "outputs"), **SECRETS}
+    home = tmp_path_factory.mktemp("instructor-home")  # logged in to the Hub, as an instructor would be
+    token_file = home / ".cache" / "huggingface" / "token"
+    token_file.parent.mkdir(parents=True)
+    token_file.write_text(TOKEN_FILE_SECRET)
+    env = {**nbgrader_env(), "HOME": str(home), "HW2_GRADING_OUTPUT_DIR": str(root / "outputs"), **SECRETS}
     nbgrader(root, "generate_assignment", ASSIGNMENT, "--force", env=env)
     solution = solution_answers()
     mutant = MUTANTS[MUTANT]
@@ -67,7 +89,7 @@ def course(fixtures, tmp_path_factory):
         "perfect": solution,
         "empty": {},
         "mutant": {**solution, mutant["grade_id"]: mutant["source"]},
-        "cheater": {CHEATED_ANSWER: solution[CHEATED_ANSWER] + CHEAT},
+        "cheater": {CHEATED_ANSWER: solution[CHEATED_ANSWER] + cheat(token_file)},
     }
     for student, answers in students.items():
         path = root / "submitted" / student / ASSIGNMENT / NOTEBOOK_NAME
@@ -146,13 +168,16 @@ def test_autograde_scores_can_be_forged_by_the_submission(course):
 
 
 def test_no_credential_reaches_the_autograded_notebook_or_the_feedback(course):
+    """The kernel nbgrader starts is sandboxed (autograder/grading/kernel.py): no variable, no process, no file."""
     root, _, _ = course
     autograded = (root / "autograded" / "cheater" / ASSIGNMENT / NOTEBOOK_NAME).read_text()
     feedback = (root / "feedback" / "cheater" / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text()
     for text in (autograded, feedback):
         assert "LEAK-PROBE HF_TOKEN: None" in text, "the probe printed the environment"
-        assert "LEAK-PROBE hub token: None" in text, "the Hub found no token either (HF_TOKEN_PATH is a scratch file)"
-        for name, secret in SECRETS.items():
+        assert "LEAK-PROBE hub token: None" in text, "the Hub found no token either"
+        assert "with HF_TOKEN: 0" in text, "no process the kernel can see (nbgrader included) holds the token"
+        assert "LEAK-PROBE token file unreadable: FileNotFoundError" in text, "the instructor's home is not there"
+        for name, secret in {**SECRETS, "token file": TOKEN_FILE_SECRET}.items():
             assert secret not in text, f"{name} leaked"
 
 
@@ -216,3 +241,24 @@ def test_write_scores_touches_autograded_tests_only_and_warns_about_missing_stud
         answer = gradebook.find_grade("answer_q", NOTEBOOK_ID, ASSIGNMENT, "alice")
         assert (test.auto_score, test.manual_score, test.score) == (0.25, None, 0.25)
         assert (answer.manual_score, answer.score) == (0.5, 0.5), "a manually graded answer is left alone"
+
+
+def refused_autograde(tmp_path, **env):
+    """`nbgrader autograde` in a fresh course folder with `env` changed: (exit code, last output line)."""
+    init_course(tmp_path / "course")
+    run = subprocess.run(nbgrader_command("autograde", ASSIGNMENT), cwd=tmp_path / "course", capture_output=True,
+                         text=True, env={**nbgrader_env(), "HW2_GRADING_OUTPUT_DIR": str(tmp_path / "out"), **env})
+    return run.returncode, (run.stdout + run.stderr).strip().splitlines()[-1]
+
+
+def test_autograde_refuses_to_start_without_fixtures(tmp_path):
+    code, message = refused_autograde(tmp_path, HW2_FIXTURES_DIR=str(tmp_path / "no-fixtures"))
+    assert code != 0
+    assert "fixtures are missing" in message and "python -m autograder fixtures" in message
+
+
+def test_autograde_refuses_to_start_without_the_sandbox(tmp_path):
+    venv_only = str(Path(sys.executable).parent)  # nbgrader's own tools, and no bwrap
+    code, message = refused_autograde(tmp_path, PATH=venv_only)
+    assert code != 0
+    assert "apt-get install -y bubblewrap" in message and "HW2_UNSAFE_NO_SANDBOX=1" in message

@@ -237,6 +237,7 @@ def run(args: argparse.Namespace) -> int:
     for record in sorted(done, key=lambda r: r["student"]):
         print(f"{record['student']:<{width}}  {record['score']:g} / {record['max_score']:g}"
               + (f" (+ up to {record['extra_credit_max']:g} extra)" if record.get("extra_credit_max") else ""))
+    print("\n".join(["", *results.points_sentence(done[0].get("points"))]))
     if todo:
         print(f"\ngraded {len(todo)} submissions in {time.perf_counter() - start:.1f} s with {args.jobs} job(s); "
               f"results in {args.out}")

@@ -11,6 +11,26 @@ import re
 from pathlib import Path
 
 STATUSES = ("passed", "failed", "error", "timeout")
+BONUS_PREFIX = "bonus_"  # graded-by-hand cells whose points come on top of the homework's (the model cards)
+
+
+def homework_points(tests: dict[str, float], extra_credit: set[str]) -> dict[str, float]:
+    """What the homework is out of, from the instructor notebook's graded cells: the one definition every output
+    uses. `homework` = `autograded` (the CLI's `max_score`) + `by_hand` (written answers); `starred` (the CLI's
+    `extra_credit_max`) and `bonus` are extra; nbgrader's maximum counts all four (`nbgrader_max`)."""
+    from autograder.grading.submission import graded_by_hand
+
+    manual = graded_by_hand()
+    table = {
+        "autograded": sum(p for gid, p in tests.items() if gid not in extra_credit),
+        "by_hand": sum(p for gid, p in manual.items() if not gid.startswith(BONUS_PREFIX)),
+        "starred": sum(p for gid, p in tests.items() if gid in extra_credit),
+        "bonus": sum(p for gid, p in manual.items() if gid.startswith(BONUS_PREFIX)),
+    }
+    table = {name: round(value, 6) for name, value in table.items()}
+    table["homework"] = round(table["autograded"] + table["by_hand"], 6)
+    table["nbgrader_max"] = round(table["homework"] + table["starred"] + table["bonus"], 6)
+    return table
 
 
 def test_entry(points: float, score: float, status: str, feedback: str, extra_credit: bool = False) -> dict:
@@ -31,10 +51,10 @@ def record(student: str, submission: Path | None, tests: dict[str, float], entri
         entry = entries.get(grade_id) or test_entry(points, 0, "error", f"[{grade_id}] not graded")
         ordered[grade_id] = test_entry(points, entry["score"], entry["status"], entry["feedback"],
                                        grade_id in extra_credit)
+    scheme = homework_points(tests, extra_credit)
     return {
         "score": round(sum(t["score"] for t in ordered.values()), 6),
-        "max_score": float(sum(p for gid, p in tests.items() if gid not in extra_credit)),
-        "extra_credit_max": float(sum(p for gid, p in tests.items() if gid in extra_credit)),
+        "max_score": scheme["autograded"], "extra_credit_max": scheme["starred"], "points": scheme,
         "tests": ordered, "notes": [str(n)[:1000] for n in notes][:30], "student": student,
         "submission": str(submission) if submission else None,
         "submission_sha256": digest(submission) if submission and submission.is_file() else None,
@@ -50,8 +70,7 @@ def feedback_markdown(result: dict) -> str:
     lines = [f"# Feedback for {result['student']}", "",
              f"Automatic score: **{result['score']:g} / {result['max_score']:g}**"
              + (f", starred tasks included (up to {result['extra_credit_max']:g} extra points)"
-                if result.get("extra_credit_max") else "")
-             + " (manually graded answers not included)", ""]
+                if result.get("extra_credit_max") else ""), "", *points_sentence(result.get("points")), ""]
     for note in result.get("notes", []):
         lines.append(quoted(str(note)))
     lines += ["", "| test | score | status |", "| --- | --- | --- |"]
@@ -60,6 +79,17 @@ def feedback_markdown(result: dict) -> str:
     for gid, test in result["tests"].items():
         lines += ["", f"## {gid}", "", *fenced(test["feedback"])]
     return "\n".join(lines) + "\n"
+
+
+def points_sentence(scheme: dict | None) -> list[str]:
+    """How the automatic score fits in the homework's total, in words."""
+    if not scheme:
+        return []
+    return [f"The homework is out of {scheme['homework']:g} points: {scheme['autograded']:g} checked automatically "
+            f"(above) and {scheme['by_hand']:g} for the written answers, graded by hand. On top of that come up to "
+            f"{scheme['starred']:g} extra points for the starred tasks (checked automatically) and "
+            f"{scheme['bonus']:g} for the model-card bonus (graded by hand); nbgrader adds everything up, so its "
+            f"total is out of {scheme['nbgrader_max']:g}."]
 
 
 def _lines(text: str) -> list[str]:

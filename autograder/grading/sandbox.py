@@ -36,6 +36,7 @@ INSTALL_HINT = ("bubblewrap (`bwrap`) is not installed: install it with `apt-get
                 "Ubuntu) or `dnf install bubblewrap`, or pass --unsafe-no-sandbox to grade WITHOUT isolation")
 SCRATCH_PREFIX = "hw2-sandbox-"
 INPUTS_PREFIX = "hw2-judge-inputs-"
+KERNEL_SCRATCH_PREFIX = "hw2-kernel-"  # the nbgrader kernel's sandbox (kernel.py)
 CELL_TIMEOUT = 300  # seconds for one top-level cell at start (the instructor's imports on a busy machine)
 CGROUP_ROOT = Path("/sys/fs/cgroup/pids")
 UNSAFE_WARNING = ("WARNING: graded with --unsafe-no-sandbox: the submission's code ran without isolation, so this "
@@ -58,7 +59,7 @@ class SandboxSettings:
     unsafe_no_sandbox: bool = False
 
 
-def _system_mounts() -> list[str]:
+def system_mounts() -> list[str]:
     args = ["--ro-bind", "/usr", "/usr"]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         path = Path("/") / name
@@ -66,13 +67,13 @@ def _system_mounts() -> list[str]:
             args += ["--symlink", os.readlink(path), f"/{name}"]
         elif path.is_dir():
             args += ["--ro-bind", str(path), f"/{name}"]
-    for name in ("/etc/ld.so.cache", "/etc/localtime", "/etc/ssl"):
+    for name in ("/etc/ld.so.cache", "/etc/localtime", "/etc/ssl", "/etc/fonts"):
         if Path(name).exists():
             args += ["--ro-bind", name, name]
     return args
 
 
-def _python_mounts() -> list[str]:
+def python_mounts() -> list[str]:
     """The Python installation, the virtual environment and any site-packages folder outside them."""
     paths = {Path(sys.base_prefix).resolve(), Path(sys.prefix)}
     paths |= {Path(p) for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()}
@@ -104,7 +105,7 @@ def sandbox_environment(settings: SandboxSettings) -> dict[str, str]:
 def bwrap_command(settings: SandboxSettings, scratch: Path, read_fd: int, write_fd: int) -> list[str]:
     command = [bwrap_path() or "bwrap", "--unshare-all", "--die-with-parent", "--new-session",
                "--uid", str(NOBODY), "--gid", str(NOBODY), "--hostname", "sandbox",
-               "--tmpfs", "/tmp", *_system_mounts(), *_python_mounts(),
+               "--tmpfs", "/tmp", *system_mounts(), *python_mounts(),
                "--ro-bind", str(scratch / "etc" / "passwd"), "/etc/passwd",
                "--ro-bind", str(scratch / "etc" / "group"), "/etc/group"]
     for path in settings.read_only:
@@ -117,6 +118,14 @@ def bwrap_command(settings: SandboxSettings, scratch: Path, read_fd: int, write_
     return command + [sys.executable, "-I", "-c",
                       "import sys; sys.path.insert(0, '/grader'); "
                       f"from hw2_exercise.runtime import main; import os; os._exit(main({read_fd}, {write_fd}))"]
+
+
+def write_identity_files(scratch: Path) -> None:
+    """`scratch/home` (the sandbox's HOME) and the passwd/group files that name its one user, `nobody`."""
+    (scratch / "home").mkdir()
+    (scratch / "etc").mkdir()
+    (scratch / "etc" / "passwd").write_text(f"root:x:0:0::/:/bin/false\nnobody:x:{NOBODY}:{NOBODY}::{SCRATCH}:/bin/false\n")
+    (scratch / "etc" / "group").write_text(f"nogroup:x:{NOBODY}:\n")
 
 
 class PidsCgroup:
@@ -165,7 +174,7 @@ class PidsCgroup:
 def clean_leftovers() -> None:
     """Scratch folders and cgroups of grader processes that died (a crashed run leaves nothing behind)."""
     root = Path(tempfile.gettempdir())
-    for prefix in (SCRATCH_PREFIX, INPUTS_PREFIX):
+    for prefix in (SCRATCH_PREFIX, INPUTS_PREFIX, KERNEL_SCRATCH_PREFIX):
         for path in root.glob(f"{prefix}*"):
             pid = path.name[len(prefix):].split("-")[0]
             if pid.isdigit() and not _alive(int(pid)):
@@ -268,11 +277,7 @@ class SandboxRunner(Runner):
                                   "the remaining checks were not run", "crash")
         self.starts += 1
         self.scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
-        (self.scratch / "home").mkdir()
-        (self.scratch / "etc").mkdir()
-        (self.scratch / "etc" / "passwd").write_text("root:x:0:0::/:/bin/false\n"
-                                                     f"nobody:x:{NOBODY}:{NOBODY}::{SCRATCH}:/bin/false\n")
-        (self.scratch / "etc" / "group").write_text(f"nogroup:x:{NOBODY}:\n")
+        write_identity_files(self.scratch)
         request_read, request_write = os.pipe()
         reply_read, reply_write = os.pipe()
         self.cgroup = PidsCgroup(self.settings.max_processes)

@@ -4,6 +4,7 @@ Like `nbgrader autograde`, the grader never trusts the submitted notebook for an
 setup, helpers and tests come from the instructor notebook, matched by nbgrader grade id. Deleting or
 rewriting a test cell therefore changes nothing.
 """
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,17 @@ def autograded_tests(source: Path = SOURCE_NOTEBOOK) -> dict[str, float]:
         grade_id(cell): float(cell.metadata["nbgrader"]["points"])
         for cell in notebook.cells
         if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("grade")
+    }
+
+
+@functools.lru_cache(maxsize=4)
+def graded_by_hand(source: Path = SOURCE_NOTEBOOK) -> dict[str, float]:
+    """Graded cells of the instructor notebook that a person grades (written answers, the bonus): id -> points."""
+    notebook = nbformat.read(source, as_version=4)
+    return {
+        grade_id(cell): float(cell.metadata["nbgrader"]["points"])
+        for cell in notebook.cells
+        if cell.cell_type == "markdown" and cell.metadata.get("nbgrader", {}).get("grade")
     }
 
 
