@@ -262,3 +262,21 @@ def test_autograde_refuses_to_start_without_the_sandbox(tmp_path):
     code, message = refused_autograde(tmp_path, PATH=venv_only)
     assert code != 0
     assert "apt-get install -y bubblewrap" in message and "HW2_UNSAFE_NO_SANDBOX=1" in message
+
+
+def run_grading_kernel(connection_file, cwd):
+    return subprocess.run([sys.executable, "-m", "autograder.grading.kernel", str(connection_file)], cwd=cwd,
+                          capture_output=True, text=True, env={**nbgrader_env(), "PYTHONPATH": str(REPO_ROOT)},
+                          timeout=60)
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap: apt-get install -y bubblewrap")
+def test_grading_kernel_refuses_network_sockets_and_too_wide_a_folder(tmp_path):
+    """The sandboxed kernel has no network, so TCP cannot work; and it must not be handed `/` as its folder."""
+    connection = {"transport": "tcp", "ip": "127.0.0.1", "shell_port": 5000, "key": "k"}
+    (tmp_path / "tcp.json").write_text(json.dumps(connection))
+    run = run_grading_kernel(tmp_path / "tcp.json", tmp_path)
+    assert run.returncode != 0 and "c.KernelManager.transport = 'ipc'" in run.stderr
+    (tmp_path / "ipc.json").write_text(json.dumps({**connection, "transport": "ipc", "ip": str(tmp_path / "k")}))
+    run = run_grading_kernel(tmp_path / "ipc.json", "/")
+    assert run.returncode == 2 and "too wide" in run.stderr

@@ -99,6 +99,13 @@ def read_connection(path: Path) -> dict:
     return connection
 
 
+def remove_stale_sockets(connection: dict) -> None:
+    """Unlink whatever sits where this kernel's sockets go (a file or link left by an earlier kernel)."""
+    for name, port in connection.items():
+        if name.endswith("_port"):
+            Path(f"{connection['ip']}-{port}").unlink(missing_ok=True)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m autograder.grading.kernel CONNECTION_FILE", file=sys.stderr)
@@ -107,10 +114,16 @@ def main(argv: list[str]) -> int:
         print("the hw2 grading kernel needs bubblewrap: apt-get install -y bubblewrap", file=sys.stderr)
         return 2
     connection = read_connection(Path(argv[0]))
+    workdir = Path.cwd().resolve()
+    if workdir == REPO_ROOT or workdir in {*REPO_ROOT.parents, Path.home().resolve(), Path("/")}:
+        print(f"the hw2 grading kernel shares its folder with the submission, and {workdir} is too wide: run "
+              "nbgrader from its course folder (nbgrader starts kernels in each notebook's folder)", file=sys.stderr)
+        return 2
     fixtures = Path(os.environ["HW2_FIXTURES_DIR"]).resolve() if os.environ.get("HW2_FIXTURES_DIR") else None
     scratch = Path(tempfile.mkdtemp(prefix=f"{KERNEL_SCRATCH_PREFIX}{os.getpid()}-"))
     cgroup = PidsCgroup(MAX_PROCESSES)
     try:
+        remove_stale_sockets(connection)
         write_identity_files(scratch)
         memory = int(MEMORY_GB * 2**30)
 
@@ -122,7 +135,7 @@ def main(argv: list[str]) -> int:
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             cgroup.join_from_child()
 
-        process = subprocess.Popen(kernel_command(connection, scratch, Path.cwd().resolve(), fixtures),
+        process = subprocess.Popen(kernel_command(connection, scratch, workdir, fixtures),
                                    env={}, stdin=subprocess.DEVNULL, preexec_fn=prepare_child)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # the kernel manager stops us: stop the kernel
             signal.signal(sig, lambda *_: process.kill())
