@@ -4,7 +4,6 @@ Like `nbgrader autograde`, the grader never trusts the submitted notebook for an
 setup, helpers and tests come from the instructor notebook, matched by nbgrader grade id. Deleting or
 rewriting a test cell therefore changes nothing.
 """
-import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,22 +26,20 @@ def is_answer_cell(cell: nbformat.NotebookNode) -> bool:
 
 def autograded_tests(source: Path = SOURCE_NOTEBOOK) -> dict[str, float]:
     """Autograded test cells of the instructor notebook: grade id -> points, in notebook order."""
-    notebook = nbformat.read(source, as_version=4)
-    return {
-        grade_id(cell): float(cell.metadata["nbgrader"]["points"])
-        for cell in notebook.cells
-        if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("grade")
-    }
+    return graded_cells("code", source)
 
 
-@functools.lru_cache(maxsize=4)
 def graded_by_hand(source: Path = SOURCE_NOTEBOOK) -> dict[str, float]:
     """Graded cells of the instructor notebook that a person grades (written answers, the bonus): id -> points."""
+    return graded_cells("markdown", source)
+
+
+def graded_cells(cell_type: str, source: Path) -> dict[str, float]:
     notebook = nbformat.read(source, as_version=4)
     return {
         grade_id(cell): float(cell.metadata["nbgrader"]["points"])
         for cell in notebook.cells
-        if cell.cell_type == "markdown" and cell.metadata.get("nbgrader", {}).get("grade")
+        if cell.cell_type == cell_type and cell.metadata.get("nbgrader", {}).get("grade")
     }
 
 
