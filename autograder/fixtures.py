@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
-from autograder.paths import default_fixtures_dir
+from autograder.layout import default_fixtures_dir
 from autograder.synthetic import make_preference_rows, make_unseen_texts
 
 if TYPE_CHECKING:  # the heavy libraries are imported only when a model fixture is built
@@ -59,7 +59,7 @@ class FixturePaths:
 
 
 def fixture_paths(root: Path | None = None) -> FixturePaths:
-    """The fixture folders under `root` (default: `autograder.paths.default_fixtures_dir()`)."""
+    """The fixture folders under `root` (default: `autograder.layout.default_fixtures_dir()`)."""
     root = default_fixtures_dir() if root is None else Path(root).expanduser().resolve()
     return FixturePaths(root, root / "smollm2-135m-instruct", root / "tiny-smollm", root / "preferences",
                         root / "unseen-texts")

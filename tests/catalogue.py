@@ -8,9 +8,9 @@ import types
 import nbformat
 
 from autograder.checks import all_checks, grade_cell, run_check
+from autograder.layout import RELEASE_NOTEBOOK, SOURCE_NOTEBOOK
 from autograder.mutants import namespace_with
-from autograder.notebook import load_namespace
-from autograder.release import RELEASE_NOTEBOOK, SOURCE_NOTEBOOK
+from autograder.notebook.execute import load_namespace
 
 
 def graded_cells() -> dict:

@@ -18,9 +18,9 @@ from catalogue import (
 )
 from autograder.checks import all_checks, run_all, run_check
 from autograder.checks.framework import Check, CheckFailure, run_check as run_single_check, student
+from autograder.layout import RELEASE_NOTEBOOK
 from autograder.mutants import MUTANTS, VARIANTS, namespace_with
-from autograder.notebook import load_namespace
-from autograder.release import RELEASE_NOTEBOOK
+from autograder.notebook.execute import load_namespace
 
 PART1_TEST_POINTS = {
     "test_apply_chat_template": 0.2, "test_tokenize_row": 0.2, "test_pad": 0.1, "test_pad_collate_fn": 0.2,

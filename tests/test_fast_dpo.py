@@ -9,9 +9,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from autograder.notebook import load_namespace, offline_env
-from autograder.paths import REPO_ROOT
-from autograder.release import SOURCE_NOTEBOOK
+from autograder.layout import REPO_ROOT, SOURCE_NOTEBOOK
+from autograder.notebook.execute import load_namespace, offline_env
 
 BETA = 0.1
 

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from autograder.notebook import load_namespace, offline_env
-from autograder.release import SOURCE_NOTEBOOK
+from autograder.layout import SOURCE_NOTEBOOK
+from autograder.notebook.execute import load_namespace, offline_env
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl.data_utils import is_conversational
 
-from autograder.notebook import load_namespace, offline_env
-from autograder.release import SOURCE_NOTEBOOK
+from autograder.layout import SOURCE_NOTEBOOK
+from autograder.notebook.execute import load_namespace, offline_env
 
 EXAMPLE = {
     "prompt": "Do you like rainy days?",

@@ -35,9 +35,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.paths import REPO_ROOT
-from autograder.release import RELEASE_NOTEBOOK, SOURCE_NOTEBOOK
 from autograder.grading.submission import autograded_tests, fill_answers, read_answers, solution_answers
+from autograder.layout import RELEASE_NOTEBOOK, REPO_ROOT, SOURCE_NOTEBOOK
 
 if shutil.which("bwrap") is None:
     pytest.skip("bubblewrap (`bwrap`) is not installed: apt-get install -y bubblewrap", allow_module_level=True)

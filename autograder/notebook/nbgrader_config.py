@@ -19,9 +19,9 @@ import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-KIT_ROOT = Path(__file__).resolve().parent.parent
+KIT_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(KIT_ROOT))
-from autograder.notebook import grading_env  # noqa: E402
+from autograder.notebook.execute import grading_env  # noqa: E402
 
 # A submission runs in the kernel and can print its environment into the autograded notebook and the
 # feedback: no credentials reach it. They are dropped from this process's environment before any kernel

@@ -12,10 +12,7 @@ from pathlib import Path
 
 import nbformat
 
-from autograder.paths import REPO_ROOT
-from autograder.release import SOURCE_NOTEBOOK
-
-LIBRARY_TAG = "library"
+from autograder.layout import LIBRARY_TAG, REPO_ROOT, SOURCE_NOTEBOOK
 
 
 def library_sources(notebook: nbformat.NotebookNode) -> list[str]:
