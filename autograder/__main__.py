@@ -2,7 +2,9 @@
 import argparse
 import sys
 
-from autograder import bench, demo, fixtures, review
+from autograder import review
+from autograder.devtools import bench, demo
+from autograder.fixtures import build as fixtures
 from autograder.grading import cli as grading_cli
 from autograder.notebook import build, course
 

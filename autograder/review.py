@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm.auto import tqdm
 
 from autograder.checks.reference import format_example, isolated_get_log_prob, isolated_sequence_logits
-from autograder.synthetic import has_emoji
+from autograder.fixtures.synthetic import has_emoji
 
 if TYPE_CHECKING:  # torch and transformers are imported when a review runs, not when the CLI starts
     import torch

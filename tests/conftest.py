@@ -8,7 +8,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from autograder.fixtures import FixturePaths, build_fixtures  # noqa: E402  (needs the repository on sys.path)
+from autograder.fixtures.build import FixturePaths, build_fixtures  # noqa: E402  (needs the repository on sys.path)
 
 
 @pytest.fixture(scope="session")

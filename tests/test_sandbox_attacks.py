@@ -969,7 +969,7 @@ def marker_paths() -> list[Path]:
     folders = [Path("/tmp"), REPO_ROOT, REPO_ROOT / "autograder", REPO_ROOT / "autograder" / "grading",
                REPO_ROOT / "autograder" / "grading" / "exercise", REPO_ROOT / "solutions", SITE_PACKAGES,
                Path(sys.executable).parent, Path(os.__file__).parent]
-    from autograder.fixtures import fixture_paths
+    from autograder.fixtures.build import fixture_paths
 
     folders.append(fixture_paths().root)
     found = []

@@ -94,7 +94,7 @@ def find_submissions(paths: list[Path]) -> tuple[list[Submission], list[str]]:
 
 def setup_problems(unsafe: bool) -> list[str]:
     """What is wrong with the grader's own setup (each a sentence with the fix), before any grading."""
-    from autograder.fixtures import fixture_paths
+    from autograder.fixtures.build import fixture_paths
     from autograder.layout import SOURCE_NOTEBOOK
 
     problems = []

@@ -33,7 +33,7 @@ class Submission:
 
 
 def sandbox_settings(settings: JudgeSettings, context) -> SandboxSettings:
-    from autograder.fixtures import fixture_paths
+    from autograder.fixtures.build import fixture_paths
     from autograder.notebook.execute import grading_env
 
     environment = grading_env(Path("/scratch/outputs"))
@@ -45,7 +45,7 @@ def sandbox_settings(settings: JudgeSettings, context) -> SandboxSettings:
 
 def grader_key() -> str:
     """Changes whenever the grader's code, the instructor notebook or the grading fixtures change."""
-    from autograder.fixtures import fixture_paths
+    from autograder.fixtures.build import fixture_paths
     from autograder.layout import PACKAGE_DIR, REPO_ROOT, SOURCE_NOTEBOOK
 
     digest = hashlib.sha256()

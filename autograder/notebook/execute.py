@@ -68,7 +68,7 @@ def offline_env(fixtures, output_dir: Path, profile: str) -> dict[str, str]:
 
 def grading_env(output_dir: Path) -> dict[str, str]:
     """The environment of a graded run: the fast profile on the default offline fixtures."""
-    from autograder.fixtures import fixture_paths
+    from autograder.fixtures.build import fixture_paths
 
     fixtures = fixture_paths()
     return {**offline_env(fixtures, output_dir, "fast"), "HW2_FIXTURES_DIR": str(fixtures.root)}

@@ -132,7 +132,7 @@ def emit(result: dict, args: argparse.Namespace, lines: list[str]) -> None:
 
 def notebook_namespace(model: Path, output_dir: Path) -> tuple[dict, dict]:
     """The solution notebook's library cells, configured for `model` and the offline fixtures, and the env used."""
-    from autograder.fixtures import build_fixtures
+    from autograder.fixtures.build import build_fixtures
     from autograder.layout import SOURCE_NOTEBOOK
     from autograder.notebook.execute import load_namespace, offline_env
 
@@ -225,7 +225,7 @@ def bench_dpo(args: argparse.Namespace) -> int:
     import torch
     import transformers
 
-    from autograder.fixtures import build_fixtures
+    from autograder.fixtures.build import build_fixtures
     from autograder.notebook.execute import environment
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -389,7 +389,7 @@ def bench_logprob(args: argparse.Namespace) -> int:
     extra, input_gb = {}, None
     for variant in LOGPROB_VARIANTS:
         for mode in ("forward", "train"):
-            code = (f"import json; from autograder.bench import logprob_child; "
+            code = (f"import json; from autograder.devtools.bench import logprob_child; "
                     f"print(json.dumps(logprob_child({variant!r}, {mode == 'train'}, {shape!r}, {args.device!r})))")
             done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO_ROOT)
             if done.returncode != 0:
@@ -436,7 +436,7 @@ def write_solution_submissions(folder: Path, students: int) -> None:
 
 
 def bench_grade(args: argparse.Namespace) -> int:
-    from autograder.fixtures import build_fixtures
+    from autograder.fixtures.build import build_fixtures
 
     build_fixtures()
     load_start = os.getloadavg()[0]
