@@ -79,7 +79,7 @@ def pipeline_loss(namespace, context):
     """The notebook's own data pipeline and training step on four pairs, with the namespace's functions."""
     from datasets import Dataset
 
-    from autograder.checks.part1 import EXAMPLES
+    from autograder.checks.reference import EXAMPLES
 
     dataset = namespace["tokenized_preferences"](Dataset.from_list(EXAMPLES[:3]), context.tokenizer)
     batch = next(iter(namespace["make_dataloader"](dataset, context.tokenizer, batch_size=3, shuffle=False)))

@@ -16,9 +16,10 @@ from catalogue import (
     graded_cells,
 )
 from autograder.checks import all_checks, run_check
-from autograder.checks.part2 import CHECKS
+from autograder.checks import analysis, ppo, reward_model
 from autograder.mutants import MUTANTS, PART2_MUTANTS, PART2_VARIANTS, VARIANTS, namespace_with
 
+CHECKS = reward_model.CHECKS + ppo.CHECKS + analysis.CHECKS
 PART2_TEST_POINTS = {
     "test_to_implicit_prompt_preferences": 0.5, "test_reward_model": 0.5, "test_ppo": 2, "test_logprob_analysis": 0.5,
 }

@@ -228,7 +228,7 @@ report = []
 for attempt in ("from autograder.grading.submission import solution_answers as steal",
                 "from autograder.checks import reference as steal",
                 "from autograder.submission import solution_answers as steal",
-                "import autograder.checks.part1 as steal"):
+                "import autograder.checks.data_prep as steal"):
     try:
         exec(attempt)
         report.append(f"OK {attempt}")
@@ -310,7 +310,7 @@ raise PermissionError("ATTACK-proc pids " + ",".join(seen[:10]) + " " + " ".join
 
 EXEC_KIT = '''
 report = []
-for relative in ("autograder/checks/reference.py", "autograder/grading/submission.py", "autograder/checks/part1.py"):
+for relative in ("autograder/checks/reference.py", "autograder/grading/submission.py", "autograder/checks/data_prep.py"):
     path = os.path.join(P["repo"], relative)
     try:
         namespace = {"__name__": "stolen"}

@@ -22,7 +22,7 @@ from catalogue import (
     graded_cells,
 )
 from autograder.checks import all_checks
-from autograder.checks.starred import CHECKS
+from autograder.checks import fdpo, win_rate
 from autograder.mutants import (
     MUTANTS,
     PART2_MUTANTS,
@@ -33,6 +33,7 @@ from autograder.mutants import (
     namespace_with,
 )
 
+CHECKS = fdpo.CHECKS + win_rate.CHECKS
 STARRED_TEST_POINTS = {"test_f_dpo_loss": 1, "test_win_rate_diversity": 1}
 DIVERGENCES = ("reverse_kl", "forward_kl", "js", "alpha")
 LOSS_TYPES = ("sigmoid", "hinge", "ipo")
