@@ -8,7 +8,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from autograder.fixtures import FixturePaths, build_fixtures  # noqa: E402  (needs the repository on sys.path)
+from autograder.fixtures.build import FixturePaths, build_fixtures  # noqa: E402  (needs the repository on sys.path)
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +20,7 @@ def fixtures() -> FixturePaths:
 @pytest.fixture(scope="module")
 def env(fixtures, tmp_path_factory):
     """The fast profile's environment, with a fresh output folder per test module."""
-    from autograder.notebook import offline_env
+    from autograder.notebook.execute import offline_env
 
     return offline_env(fixtures, tmp_path_factory.mktemp("outputs"), "fast")
 
@@ -28,8 +28,8 @@ def env(fixtures, tmp_path_factory):
 @pytest.fixture(scope="module")
 def solution(env):
     """The instructor notebook's library cells (functions, constants) executed into one namespace."""
-    from autograder.notebook import load_namespace
-    from autograder.release import SOURCE_NOTEBOOK
+    from autograder.layout import SOURCE_NOTEBOOK
+    from autograder.notebook.execute import load_namespace
 
     return load_namespace(SOURCE_NOTEBOOK, env)
 
@@ -49,8 +49,8 @@ def fast_notebook_run(fixtures, tmp_path_factory):
     Shared by the tests of the notebook run and of the reviewer (which reviews the checkpoints it saves);
     treat both as read-only.
     """
-    from autograder.notebook import execute_notebook, offline_env
-    from autograder.release import SOURCE_NOTEBOOK
+    from autograder.layout import SOURCE_NOTEBOOK
+    from autograder.notebook.execute import execute_notebook, offline_env
 
     out = tmp_path_factory.mktemp("fast-run")
     notebook = execute_notebook(SOURCE_NOTEBOOK, out / "executed.ipynb", offline_env(fixtures, out, "fast"),

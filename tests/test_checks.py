@@ -1,7 +1,5 @@
-"""The hidden checks of Part 1 against the solution, realistic buggy answers (mutants) and correct variants.
-
-A mutant must lose points on its own test cell and keep full points on every other one; a check that cannot
-reach the mutated function cannot be affected by it and is skipped (see `tests/catalogue.py`).
+"""The hidden-check machinery: namespaces of mutated students, partial credit, errors in student code, silent
+`grade_cell`, one bug costing points in one place. The catalogue itself is graded by `tests/test_catalogue.py`.
 """
 import sys
 import warnings
@@ -9,44 +7,11 @@ import warnings
 import pytest
 import torch
 
-from catalogue import (
-    assert_full_marks,
-    assert_mutant_loses_on_its_own_test_only,
-    assert_variant_gets_full_marks,
-    grade_cells_silently,
-    graded_cells,
-)
-from autograder.checks import all_checks, run_all, run_check
+from autograder.checks import run_check
 from autograder.checks.framework import Check, CheckFailure, run_check as run_single_check, student
-from autograder.mutants import MUTANTS, VARIANTS, namespace_with
-from autograder.notebook import load_namespace
-from autograder.release import RELEASE_NOTEBOOK
 
-PART1_TEST_POINTS = {
-    "test_apply_chat_template": 0.2, "test_tokenize_row": 0.2, "test_pad": 0.1, "test_pad_collate_fn": 0.2,
-    "test_dpo_loss": 1, "test_get_log_prob": 1, "test_dpo_training": 2,
-}
-
-
-# ---------------------------------------------------------------- the catalogue itself
-
-def test_checks_match_the_part1_test_cells_and_points():
-    cells = graded_cells()
-    checks = all_checks()
-    assert set(PART1_TEST_POINTS) <= set(checks)
-    for grade_id, points in PART1_TEST_POINTS.items():
-        assert checks[grade_id].points == points == cells[grade_id].metadata["nbgrader"]["points"]
-
-
-def test_catalogue_is_large_enough_and_names_real_cells():
-    cells = graded_cells()
-    assert len(MUTANTS) >= 14 and len(VARIANTS) >= 5
-    replaced = [(m["grade_id"], m["source"]) for m in MUTANTS.values()]
-    replaced += [item for variant in VARIANTS.values() for item in variant.items()]
-    for cell_id, source in replaced:
-        assert cells[cell_id].metadata["nbgrader"]["solution"], cell_id
-        assert f"def {cell_id}(" in source, f"the replacement of {cell_id} must define {cell_id}"
-    assert {m["loses"] for m in MUTANTS.values()} == set(PART1_TEST_POINTS)
+from mutants import MUTANTS, SECTIONS
+from mutants.catalogue import grade_cells_silently, namespace_with
 
 
 def test_namespace_with_rebinds_the_callers_of_a_replaced_function(solution):
@@ -58,28 +23,11 @@ def test_namespace_with_rebinds_the_callers_of_a_replaced_function(solution):
     assert solution["dpo_batch_loss"].__globals__ is solution
 
 
-# ---------------------------------------------------------------- grading the solution, mutants, variants
-
-@pytest.mark.parametrize("grade_id", sorted(PART1_TEST_POINTS))
-def test_solution_gets_full_marks(solution, context, grade_id):
-    assert_full_marks(grade_id, solution, context, PART1_TEST_POINTS[grade_id])
-
-
-@pytest.mark.parametrize("name", sorted(MUTANTS))
-def test_mutant_loses_points_on_its_own_test_only(solution, context, name):
-    assert_mutant_loses_on_its_own_test_only(name, MUTANTS[name], solution, context)
-
-
-@pytest.mark.parametrize("name", sorted(VARIANTS))
-def test_correct_variant_gets_full_marks(solution, context, name):
-    assert_variant_gets_full_marks(name, VARIANTS[name], solution, context)
-
-
 def pipeline_loss(namespace, context):
     """The notebook's own data pipeline and training step on four pairs, with the namespace's functions."""
     from datasets import Dataset
 
-    from autograder.checks.part1 import EXAMPLES
+    from autograder.checks.reference import EXAMPLES
 
     dataset = namespace["tokenized_preferences"](Dataset.from_list(EXAMPLES[:3]), context.tokenizer)
     batch = next(iter(namespace["make_dataloader"](dataset, context.tokenizer, batch_size=3, shuffle=False)))
@@ -95,21 +43,13 @@ def test_variants_really_are_correct_end_to_end(solution, context):
     try:
         expected = pipeline_loss(solution, context)
         assert abs(expected[2]) > 0.01, "the pairs must not be cut away entirely by max_seq_len"
-        for name, cells in VARIANTS.items():
+        variants = {name: cells for section in ("data_prep", "dpo_loss", "dpo_training")
+                    for name, cells in SECTIONS[section].VARIANTS.items()}
+        for name, cells in variants.items():
             seen = pipeline_loss(namespace_with(solution, cells), context)
             assert seen == pytest.approx(expected, abs=1e-4), name
     finally:
         torch.set_num_threads(threads)
-
-
-def test_untouched_release_scores_zero_without_raising(env, context):
-    release = load_namespace(RELEASE_NOTEBOOK, env)
-    results = run_all(release, context)
-    assert set(PART1_TEST_POINTS) <= set(results)
-    for grade_id in PART1_TEST_POINTS:
-        result = results[grade_id]
-        assert result.score == 0 and result.status == "error", result.feedback
-        assert "not written yet" in result.feedback and "internal error" not in result.feedback
 
 
 def test_missing_function_is_named(solution, context):
@@ -175,3 +115,43 @@ def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps,
         warnings.simplefilter("always")
         warnings.warn("visible again")
     assert caught
+
+
+@pytest.mark.parametrize("mutant", ["ppo_trainer_arguments_in_our_order", "entropy_log_of_probabilities",
+                                    "lora_reference_with_adapters_on"])
+def test_grade_cell_gives_partial_credit_silently(solution, context, capfd, mutant):
+    # a real TRL PPO update logs and warns, peft warns while it wraps a model
+    broken = MUTANTS[mutant]
+    grade_id = broken["loses"]
+    namespace = namespace_with(solution, {broken["grade_id"]: broken["source"]})
+    (full, partial), out = grade_cells_silently(capfd, context, (grade_id, solution), (grade_id, namespace))
+    assert full == run_check(grade_id, solution, context).max_score and 0 < partial < full
+    assert f"[{grade_id}]" in out and ("expected:" in out or "raised" in out)
+
+
+@pytest.mark.parametrize("cell, mutant, graded_elsewhere", [
+    # sequence_log_probs calls get_log_prob, even though the solution's is wrapped by @torch.no_grad()
+    ("get_log_prob", "logp_mean_over_tokens", "test_logprob_analysis"),
+    # lora_reference_logps batches through the notebook's collate_pairs, which calls pad_collate_fn
+    ("pad_collate_fn", "collate_prompt_padded_right", "test_lora_dpo"),
+])
+def test_a_bug_costs_points_in_one_place_only(solution, context, cell, mutant, graded_elsewhere):
+    # the check of a function that calls another test cell's function swaps in a reference for it
+    namespace = namespace_with(solution, {cell: MUTANTS[mutant]["source"]})
+    assert run_check(MUTANTS[mutant]["loses"], namespace, context).status == "failed"
+    assert run_check(graded_elsewhere, namespace, context).status == "passed"
+
+
+def test_checks_leave_the_shared_tokenizer_alone(solution, context):
+    tokenizer = context.tokenizer
+    before = (tokenizer.pad_token, tokenizer.padding_side, tokenizer.truncation_side, len(tokenizer))
+    source = '''
+def tokenize_prompt(example, tokenizer):
+    tokenizer.padding_side = "right"
+    tokenizer.add_special_tokens({"pad_token": "[PAD]"})
+    messages = [{"role": "user", "content": example["prompt"]}]
+    return {"input_ids": tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)}
+'''
+    result = run_check("test_ppo", namespace_with(solution, {"tokenize_prompt": source}), context)
+    assert result.status == "passed", result.feedback  # a tokenizer that was changed is not lent again
+    assert (tokenizer.pad_token, tokenizer.padding_side, tokenizer.truncation_side, len(tokenizer)) == before

@@ -9,9 +9,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from autograder.notebook import load_namespace, offline_env
-from autograder.paths import REPO_ROOT
-from autograder.release import SOURCE_NOTEBOOK
+from autograder.layout import REPO_ROOT, SOURCE_NOTEBOOK
+from autograder.notebook.execute import load_namespace, offline_env
 
 BETA = 0.1
 
@@ -220,7 +219,7 @@ def test_bench_dpo_smoke_on_the_tiny_model(fixtures):
 
 
 def test_logprob_bench_functions_agree_and_measure(nb):
-    from autograder.bench import fast_log_prob, logprob_child, naive_log_prob, trl_log_prob
+    from autograder.devtools.bench import fast_log_prob, logprob_child, naive_log_prob, trl_log_prob
 
     torch.manual_seed(0)
     logits, labels = torch.randn(2, 7, 50), torch.randint(50, (2, 7))

@@ -8,9 +8,9 @@ import torch
 from datasets import load_dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from autograder.fixtures import MARKER, FixtureError, build_atomically, build_fixtures, locate_gguf
-from autograder.paths import REPO_ROOT
-from autograder.synthetic import TOPICS, has_emoji, make_preference_rows, make_unseen_texts, prompt_table
+from autograder.fixtures.build import MARKER, FixtureError, build_atomically, build_fixtures, locate_gguf
+from autograder.fixtures.synthetic import TOPICS, has_emoji, make_preference_rows, make_unseen_texts, prompt_table
+from autograder.layout import REPO_ROOT
 
 CHAT = [{"role": "user", "content": "Hi! What do you like to do on rainy weekends?"}]
 

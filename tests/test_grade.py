@@ -8,9 +8,8 @@ import nbformat
 import pytest
 
 from autograder.checks import all_checks
-from autograder.paths import REPO_ROOT
-from autograder.release import RELEASE_NOTEBOOK
 from autograder.grading.submission import autograded_tests, fill_answers, graded_by_hand, solution_answers
+from autograder.layout import RELEASE_NOTEBOOK, REPO_ROOT
 
 SOLUTION = solution_answers()
 

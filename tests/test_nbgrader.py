@@ -17,11 +17,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.course import init_course
-from autograder.mutants import MUTANTS
-from autograder.paths import REPO_ROOT
-from autograder.release import ASSIGNMENT, NOTEBOOK_NAME, RELEASE_NOTEBOOK, nbgrader_command, nbgrader_env
 from autograder.grading.submission import autograded_tests, fill_answers, solution_answers
+from autograder.layout import ASSIGNMENT, NOTEBOOK_NAME, RELEASE_NOTEBOOK, REPO_ROOT
+from autograder.notebook.build import nbgrader_command, nbgrader_env
+from autograder.notebook.course import init_course
+
+from mutants import MUTANTS
 
 MUTANT = "loss_sign_flipped" if "loss_sign_flipped" in MUTANTS else sorted(MUTANTS)[0]
 NOTEBOOK_ID = NOTEBOOK_NAME.removesuffix(".ipynb")

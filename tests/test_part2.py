@@ -1,5 +1,6 @@
 """Part 2 of the solution notebook (reward model, PPO, log-prob analysis, model cards) on the tiny model."""
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,8 +9,6 @@ from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl.data_utils import is_conversational
 
-from autograder.notebook import load_namespace, offline_env
-from autograder.release import SOURCE_NOTEBOOK
 
 EXAMPLE = {
     "prompt": "Do you like rainy days?",
@@ -19,14 +18,9 @@ EXAMPLE = {
 
 
 @pytest.fixture(scope="module")
-def outputs(tmp_path_factory):
-    return tmp_path_factory.mktemp("outputs")
-
-
-@pytest.fixture(scope="module")
-def nb(fixtures, outputs):
-    """The library cells of the solution notebook, loaded with the fast offline profile."""
-    return load_namespace(SOURCE_NOTEBOOK, offline_env(fixtures, outputs, "fast"))
+def outputs(env) -> Path:
+    """The output folder of the `solution` namespace (conftest), HW2_OUTPUT_DIR of its environment."""
+    return Path(env["HW2_OUTPUT_DIR"])
 
 
 @pytest.fixture(scope="module")
@@ -35,16 +29,16 @@ def tokenizer(fixtures):
 
 
 @pytest.fixture(scope="module")
-def reward_tokenizer(nb, fixtures):
-    return nb["set_chat_safe_pad_token"](nb["load_tokenizer"](str(fixtures.tiny)))
+def reward_tokenizer(solution, fixtures):
+    return solution["set_chat_safe_pad_token"](solution["load_tokenizer"](str(fixtures.tiny)))
 
 
 @pytest.fixture(scope="module")
-def reward_model_dir(nb, fixtures, reward_tokenizer, tmp_path_factory):
+def reward_model_dir(solution, fixtures, reward_tokenizer, tmp_path_factory):
     """A reward model built by the notebook on the tiny model (untrained head), saved like the notebook does."""
     torch.manual_seed(0)
-    with nb["quietly"]():
-        model = nb["build_reward_model"](str(fixtures.tiny), reward_tokenizer)
+    with solution["quietly"]():
+        model = solution["build_reward_model"](str(fixtures.tiny), reward_tokenizer)
     path = tmp_path_factory.mktemp("reward-model")
     model.save_pretrained(path)
     reward_tokenizer.save_pretrained(path)
@@ -65,30 +59,30 @@ def same(before: list[torch.Tensor], model: torch.nn.Module) -> bool:
 
 # ---------------------------------------------------------------- configuration and contracts
 
-def test_checkpoint_folders_follow_the_contract(nb, outputs):
-    assert nb["REWARD_MODEL_DIR"] == nb["OUTPUT_DIR"] / "reward-model"
-    assert nb["PPO_DIR"] == nb["OUTPUT_DIR"] / "ppo"
-    assert nb["OUTPUT_DIR"] == outputs
+def test_checkpoint_folders_follow_the_contract(solution, outputs):
+    assert solution["REWARD_MODEL_DIR"] == solution["OUTPUT_DIR"] / "reward-model"
+    assert solution["PPO_DIR"] == solution["OUTPUT_DIR"] / "ppo"
+    assert solution["OUTPUT_DIR"] == outputs
 
 
-def test_precision_flags_follow_the_device(nb):
-    assert nb["trainer_precision"]() == {"bf16": False, "fp16": False}  # these tests run on a CPU
-    saved = nb["DEVICE"], nb["AMP_DTYPE"]
+def test_precision_flags_follow_the_device(solution):
+    assert solution["trainer_precision"]() == {"bf16": False, "fp16": False}  # these tests run on a CPU
+    saved = solution["DEVICE"], solution["AMP_DTYPE"]
     try:
-        nb["DEVICE"], nb["AMP_DTYPE"] = "cuda", torch.bfloat16
-        assert nb["trainer_precision"]() == {"bf16": True, "fp16": False}
-        nb["DEVICE"], nb["AMP_DTYPE"] = "cuda", torch.float16
-        assert nb["trainer_precision"]() == {"bf16": False, "fp16": True}
-        nb["DEVICE"], nb["AMP_DTYPE"] = "mps", torch.float32
-        assert nb["trainer_precision"]() == {"bf16": False, "fp16": False}
+        solution["DEVICE"], solution["AMP_DTYPE"] = "cuda", torch.bfloat16
+        assert solution["trainer_precision"]() == {"bf16": True, "fp16": False}
+        solution["DEVICE"], solution["AMP_DTYPE"] = "cuda", torch.float16
+        assert solution["trainer_precision"]() == {"bf16": False, "fp16": True}
+        solution["DEVICE"], solution["AMP_DTYPE"] = "mps", torch.float32
+        assert solution["trainer_precision"]() == {"bf16": False, "fp16": False}
     finally:
-        nb["DEVICE"], nb["AMP_DTYPE"] = saved
+        solution["DEVICE"], solution["AMP_DTYPE"] = saved
 
 
 # ---------------------------------------------------------------- reward model
 
-def test_to_implicit_prompt_preferences_is_conversational_with_the_prompt_inside(nb, tokenizer):
-    pair = nb["to_implicit_prompt_preferences"](EXAMPLE)
+def test_to_implicit_prompt_preferences_is_conversational_with_the_prompt_inside(solution, tokenizer):
+    pair = solution["to_implicit_prompt_preferences"](EXAMPLE)
     assert set(pair) == {"chosen", "rejected"}
     assert is_conversational(pair)
     for key in ("chosen", "rejected"):
@@ -97,70 +91,70 @@ def test_to_implicit_prompt_preferences_is_conversational_with_the_prompt_inside
         assert EXAMPLE["prompt"] in rendered and EXAMPLE[key] in rendered
 
 
-def test_to_implicit_prompt_preferences_maps_a_dataset(nb):
+def test_to_implicit_prompt_preferences_maps_a_dataset(solution):
     dataset = Dataset.from_list([EXAMPLE, EXAMPLE])
-    mapped = dataset.map(nb["to_implicit_prompt_preferences"], remove_columns=["prompt"])
+    mapped = dataset.map(solution["to_implicit_prompt_preferences"], remove_columns=["prompt"])
     assert mapped.column_names == ["chosen", "rejected"]
     assert mapped[1]["rejected"][1] == {"role": "assistant", "content": EXAMPLE["rejected"]}
 
 
-def test_pad_token_never_occurs_in_chat_text(nb, tokenizer):
-    tok = nb["set_chat_safe_pad_token"](copy.deepcopy(tokenizer))
+def test_pad_token_never_occurs_in_chat_text(solution, tokenizer):
+    tok = solution["set_chat_safe_pad_token"](copy.deepcopy(tokenizer))
     assert tok.pad_token_id != tok.eos_token_id
     ids = tok.apply_chat_template(conversation("Hi there", "Hello! 👋"), tokenize=True, return_dict=True)["input_ids"]
     assert tok.pad_token_id not in ids
     assert tok.pad_token_id < len(tokenizer), "an existing token is reused, so no embedding row is added"
 
 
-def test_pad_token_falls_back_to_a_new_token_and_models_are_resized(nb, tokenizer, fixtures):
+def test_pad_token_falls_back_to_a_new_token_and_models_are_resized(solution, tokenizer, fixtures):
     tok = copy.deepcopy(tokenizer)
     tok.pad_token = tok.eos_token
     tok.unk_token = tok.eos_token  # no usable existing token left
-    tok = nb["set_chat_safe_pad_token"](tok)
+    tok = solution["set_chat_safe_pad_token"](tok)
     assert tok.pad_token == "[PAD]" and tok.pad_token_id == len(tokenizer)
     model = AutoModelForCausalLM.from_pretrained(fixtures.tiny)
-    nb["cover_tokenizer"](model, tok)
+    solution["cover_tokenizer"](model, tok)
     assert model.get_input_embeddings().num_embeddings >= len(tok)
 
 
-def test_conversation_ids_end_with_the_final_end_of_turn_token(nb, reward_tokenizer):
+def test_conversation_ids_end_with_the_final_end_of_turn_token(solution, reward_tokenizer):
     messages = conversation("Hi?", "Hello!")
     full = reward_tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
-    ids = nb["conversation_ids"](messages, reward_tokenizer)
+    ids = solution["conversation_ids"](messages, reward_tokenizer)
     assert ids[-1] == reward_tokenizer.eos_token_id and full[: len(ids)] == ids
     assert reward_tokenizer.decode(full[len(ids):]).strip() == "", "only the template's trailing whitespace is cut"
-    pair = nb["tokenize_reward_pair"](nb["to_implicit_prompt_preferences"](EXAMPLE), reward_tokenizer)
+    pair = solution["tokenize_reward_pair"](solution["to_implicit_prompt_preferences"](EXAMPLE), reward_tokenizer)
     assert set(pair) == {"chosen_ids", "rejected_ids"} and pair["chosen_ids"][-1] == reward_tokenizer.eos_token_id
 
 
-def test_pooling_rules_land_where_the_notebook_says(nb, reward_tokenizer):
-    ids = nb["conversation_ids"](conversation("Hi?", "Hello!"), reward_tokenizer)
+def test_pooling_rules_land_where_the_notebook_says(solution, reward_tokenizer):
+    ids = solution["conversation_ids"](conversation("Hi?", "Hello!"), reward_tokenizer)
     eos = reward_tokenizer.eos_token_id
-    assert nb["pooled_token_index"](ids, eos, "before first pad") == ids.index(eos) - 1  # inside the prompt
-    assert nb["pooled_token_index"](ids, eos) == len(ids) - 2  # skips the final <|im_end|>
-    assert nb["pooled_token_index"](ids, reward_tokenizer.pad_token_id) == len(ids) - 1
+    assert solution["pooled_token_index"](ids, eos, "before first pad") == ids.index(eos) - 1  # inside the prompt
+    assert solution["pooled_token_index"](ids, eos) == len(ids) - 2  # skips the final <|im_end|>
+    assert solution["pooled_token_index"](ids, reward_tokenizer.pad_token_id) == len(ids) - 1
 
 
-def test_build_reward_model_has_one_label_and_the_pad_token(nb, fixtures, reward_tokenizer):
-    with nb["quietly"]():
-        model = nb["build_reward_model"](str(fixtures.tiny), reward_tokenizer)
+def test_build_reward_model_has_one_label_and_the_pad_token(solution, fixtures, reward_tokenizer):
+    with solution["quietly"]():
+        model = solution["build_reward_model"](str(fixtures.tiny), reward_tokenizer)
     assert type(model).__name__ == "LlamaForSequenceClassification"
     assert model.config.num_labels == 1
     assert model.config.pad_token_id == reward_tokenizer.pad_token_id != reward_tokenizer.eos_token_id
     assert next(model.parameters()).dtype == torch.float32
 
 
-def test_reward_depends_on_the_answer_and_equals_what_ppo_reads(nb, reward_model_dir, reward_tokenizer):
+def test_reward_depends_on_the_answer_and_equals_what_ppo_reads(solution, reward_model_dir, reward_tokenizer):
     from transformers import AutoModelForSequenceClassification
     from trl.experimental.utils import get_reward
 
     model = AutoModelForSequenceClassification.from_pretrained(reward_model_dir).eval()
     answers = ["I love them! ☔😊", "As an AI, I do not experience weather."]
-    scores = nb["reward_scores"](model, reward_tokenizer, [conversation(EXAMPLE["prompt"], a) for a in answers])
+    scores = solution["reward_scores"](model, reward_tokenizer, [conversation(EXAMPLE["prompt"], a) for a in answers])
     assert abs(float(scores[0] - scores[1])) > 1e-6, "two answers to the same prompt got the same reward"
 
     # TRL's PPO: left-padded prompt ids + answer ending with <|im_end|>, then pad tokens.
-    prompt_ids = nb["tokenize_prompt"]({"prompt": EXAMPLE["prompt"]}, reward_tokenizer)["input_ids"]
+    prompt_ids = solution["tokenize_prompt"]({"prompt": EXAMPLE["prompt"]}, reward_tokenizer)["input_ids"]
     pad_id = reward_tokenizer.pad_token_id
     rows = []
     for answer in answers:
@@ -173,34 +167,34 @@ def test_reward_depends_on_the_answer_and_equals_what_ppo_reads(nb, reward_model
     assert torch.allclose(ppo_scores, torch.tensor(scores), atol=1e-4)
 
 
-def test_pairwise_accuracy_counts_chosen_above_rejected(nb, reward_model_dir, reward_tokenizer):
+def test_pairwise_accuracy_counts_chosen_above_rejected(solution, reward_model_dir, reward_tokenizer):
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(reward_model_dir).eval()
     pairs = Dataset.from_list([
-        nb["to_implicit_prompt_preferences"]({"prompt": f"Question {i}?", "chosen": f"Yes {i} 😊", "rejected": f"No {i}."})
+        solution["to_implicit_prompt_preferences"]({"prompt": f"Question {i}?", "chosen": f"Yes {i} 😊", "rejected": f"No {i}."})
         for i in range(5)
     ])
-    metrics = nb["pairwise_accuracy"](model, reward_tokenizer, pairs, batch_size=2)
-    chosen = nb["reward_scores"](model, reward_tokenizer, pairs["chosen"])
-    rejected = nb["reward_scores"](model, reward_tokenizer, pairs["rejected"])
+    metrics = solution["pairwise_accuracy"](model, reward_tokenizer, pairs, batch_size=2)
+    chosen = solution["reward_scores"](model, reward_tokenizer, pairs["chosen"])
+    rejected = solution["reward_scores"](model, reward_tokenizer, pairs["rejected"])
     assert metrics["accuracy"] == pytest.approx(float((chosen > rejected).mean()))
     assert metrics["margin"] == pytest.approx(float((chosen - rejected).mean()), abs=1e-5)
     swapped = pairs.rename_columns({"chosen": "rejected", "rejected": "chosen"})
-    assert nb["pairwise_accuracy"](model, reward_tokenizer, swapped)["accuracy"] == pytest.approx(1 - metrics["accuracy"])
+    assert solution["pairwise_accuracy"](model, reward_tokenizer, swapped)["accuracy"] == pytest.approx(1 - metrics["accuracy"])
 
 
-def test_reward_trainer_runs_with_the_notebook_config(nb, fixtures, reward_tokenizer, tmp_path):
-    config = nb["make_reward_config"](tmp_path)
+def test_reward_trainer_runs_with_the_notebook_config(solution, fixtures, reward_tokenizer, tmp_path):
+    config = solution["make_reward_config"](tmp_path)
     assert (config.bf16, config.fp16) == (False, False)
     assert not config.gradient_checkpointing
-    assert config.max_steps == nb["RM_MAX_STEPS"] == 2
-    pairs = Dataset.from_list([EXAMPLE] * 8).map(nb["to_implicit_prompt_preferences"], remove_columns=["prompt"])
-    pairs = pairs.map(nb["tokenize_reward_pair"], fn_kwargs={"tokenizer": reward_tokenizer})
-    with nb["quietly"]():
-        model = nb["build_reward_model"](str(fixtures.tiny), reward_tokenizer)
+    assert config.max_steps == solution["RM_MAX_STEPS"] == 2
+    pairs = Dataset.from_list([EXAMPLE] * 8).map(solution["to_implicit_prompt_preferences"], remove_columns=["prompt"])
+    pairs = pairs.map(solution["tokenize_reward_pair"], fn_kwargs={"tokenizer": reward_tokenizer})
+    with solution["quietly"]():
+        model = solution["build_reward_model"](str(fixtures.tiny), reward_tokenizer)
         head = model.score.weight.detach().clone()
-        trainer = nb["RewardTrainer"](model=model, args=config, processing_class=reward_tokenizer, train_dataset=pairs)
+        trainer = solution["RewardTrainer"](model=model, args=config, processing_class=reward_tokenizer, train_dataset=pairs)
         trainer.train()
     assert trainer.state.global_step == 2
     assert not torch.equal(head, model.score.weight)
@@ -208,8 +202,8 @@ def test_reward_trainer_runs_with_the_notebook_config(nb, fixtures, reward_token
 
 # ---------------------------------------------------------------- PPO
 
-def test_tokenize_prompt_ends_with_the_generation_prompt(nb, tokenizer):
-    ids = nb["tokenize_prompt"]({"prompt": EXAMPLE["prompt"], "chosen": "x", "rejected": "y"}, tokenizer)["input_ids"]
+def test_tokenize_prompt_ends_with_the_generation_prompt(solution, tokenizer):
+    ids = solution["tokenize_prompt"]({"prompt": EXAMPLE["prompt"], "chosen": "x", "rejected": "y"}, tokenizer)["input_ids"]
     assert isinstance(ids, list) and all(isinstance(i, int) for i in ids)
     messages = [{"role": "user", "content": EXAMPLE["prompt"]}]
     with_header = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -221,9 +215,9 @@ def test_tokenize_prompt_ends_with_the_generation_prompt(nb, tokenizer):
     assert tokenizer.decode(ids) == with_header
 
 
-def test_load_ppo_models_freezes_reward_and_reference(nb, fixtures, reward_model_dir, reward_tokenizer):
-    with nb["quietly"]():
-        value_model, reward_model, policy, ref_policy = nb["load_ppo_models"](
+def test_load_ppo_models_freezes_reward_and_reference(solution, fixtures, reward_model_dir, reward_tokenizer):
+    with solution["quietly"]():
+        value_model, reward_model, policy, ref_policy = solution["load_ppo_models"](
             str(fixtures.tiny), reward_model_dir, reward_tokenizer
         )
     assert type(value_model).__name__ == type(reward_model).__name__ == "LlamaForSequenceClassification"
@@ -236,34 +230,34 @@ def test_load_ppo_models_freezes_reward_and_reference(nb, fixtures, reward_model
         assert next(model.parameters()).dtype == torch.float32
 
 
-def test_make_ppo_config_follows_the_constants(nb, tmp_path):
-    config = nb["make_ppo_config"](tmp_path)
+def test_make_ppo_config_follows_the_constants(solution, tmp_path):
+    config = solution["make_ppo_config"](tmp_path)
     assert type(config).__module__.startswith("trl.experimental.ppo")
     assert (config.bf16, config.fp16) == (False, False)
     assert config.stop_token == "eos" and config.save_strategy == "no"
     assert not config.gradient_checkpointing
-    assert config.learning_rate == nb["PPO_LR"] and config.total_episodes == nb["PPO_TOTAL_EPISODES"]
-    assert config.per_device_train_batch_size == nb["PPO_BATCH_SIZE"]
-    assert config.response_length == nb["PPO_RESPONSE_LENGTH"]
+    assert config.learning_rate == solution["PPO_LR"] and config.total_episodes == solution["PPO_TOTAL_EPISODES"]
+    assert config.per_device_train_batch_size == solution["PPO_BATCH_SIZE"]
+    assert config.response_length == solution["PPO_RESPONSE_LENGTH"]
 
 
-def test_a_few_ppo_steps_change_the_policy_but_not_the_reference(nb, fixtures, reward_model_dir, tmp_path):
-    tokenizer = nb["set_chat_safe_pad_token"](nb["load_tokenizer"](str(fixtures.tiny), padding_side="left"))
+def test_a_few_ppo_steps_change_the_policy_but_not_the_reference(solution, fixtures, reward_model_dir, tmp_path):
+    tokenizer = solution["set_chat_safe_pad_token"](solution["load_tokenizer"](str(fixtures.tiny), padding_side="left"))
     torch.manual_seed(0)
-    with nb["quietly"]():
-        value_model, reward_model, policy, ref_policy = nb["load_ppo_models"](str(fixtures.tiny), reward_model_dir, tokenizer)
+    with solution["quietly"]():
+        value_model, reward_model, policy, ref_policy = solution["load_ppo_models"](str(fixtures.tiny), reward_model_dir, tokenizer)
     snapshots = {name: params(m) for name, m in
                  (("value", value_model), ("reward", reward_model), ("policy", policy), ("ref", ref_policy))}
     prompts = Dataset.from_list([{"prompt": f"Tell me about hobby number {i}."} for i in range(8)])
-    prompts = prompts.map(nb["tokenize_prompt"], fn_kwargs={"tokenizer": tokenizer}, remove_columns=["prompt"])
-    with nb["quietly"](), pytest.MonkeyPatch.context() as patch:
+    prompts = prompts.map(solution["tokenize_prompt"], fn_kwargs={"tokenizer": tokenizer}, remove_columns=["prompt"])
+    with solution["quietly"](), pytest.MonkeyPatch.context() as patch:
         patch.setattr("sys.stdout", __import__("io").StringIO())  # TRL prints a banner
-        trainer = nb["build_ppo_trainer"](
-            nb["make_ppo_config"](tmp_path), tokenizer, value_model, reward_model, policy, ref_policy,
+        trainer = solution["build_ppo_trainer"](
+            solution["make_ppo_config"](tmp_path), tokenizer, value_model, reward_model, policy, ref_policy,
             prompts, prompts.select(range(2)),
         )
         trainer.train()
-    assert trainer.state.global_step == nb["PPO_TOTAL_EPISODES"] // nb["PPO_BATCH_SIZE"] == 2
+    assert trainer.state.global_step == solution["PPO_TOTAL_EPISODES"] // solution["PPO_BATCH_SIZE"] == 2
     assert not same(snapshots["policy"], policy), "PPO did not update the policy"
     assert not same(snapshots["value"], value_model), "PPO did not update the value model"
     assert same(snapshots["ref"], ref_policy), "the reference policy must stay frozen"
@@ -274,11 +268,11 @@ def test_a_few_ppo_steps_change_the_policy_but_not_the_reference(nb, fixtures, r
 # ---------------------------------------------------------------- analysis
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
-def test_sequence_log_probs_equal_a_per_token_loop(nb, fixtures, padding_side):
-    tokenizer = nb["load_tokenizer"](str(fixtures.tiny), padding_side=padding_side)
+def test_sequence_log_probs_equal_a_per_token_loop(solution, fixtures, padding_side):
+    tokenizer = solution["load_tokenizer"](str(fixtures.tiny), padding_side=padding_side)
     model = AutoModelForCausalLM.from_pretrained(fixtures.tiny, dtype=torch.float32).eval()
     texts = ["A hash table maps keys to values.", "Hi there", "Tin is a chemical element with the symbol Sn. 🙂 It is soft."]
-    result = nb["sequence_log_probs"](model, tokenizer, texts, batch_size=2, max_length=64)
+    result = solution["sequence_log_probs"](model, tokenizer, texts, batch_size=2, max_length=64)
     for i, text in enumerate(texts):
         ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
         with torch.no_grad():
@@ -289,24 +283,24 @@ def test_sequence_log_probs_equal_a_per_token_loop(nb, fixtures, padding_side):
         assert result["mean"][i] == pytest.approx(expected / (ids.shape[1] - 1), abs=1e-5)
 
 
-def test_sequence_log_probs_truncates_and_handles_one_token_texts(nb, fixtures):
-    tokenizer = nb["load_tokenizer"](str(fixtures.tiny))
+def test_sequence_log_probs_truncates_and_handles_one_token_texts(solution, fixtures):
+    tokenizer = solution["load_tokenizer"](str(fixtures.tiny))
     model = AutoModelForCausalLM.from_pretrained(fixtures.tiny, dtype=torch.float32).eval()
-    result = nb["sequence_log_probs"](model, tokenizer, ["word " * 50, "Hi"], max_length=10)
+    result = solution["sequence_log_probs"](model, tokenizer, ["word " * 50, "Hi"], max_length=10)
     assert result["num_tokens"].tolist() == [9, 0]
     assert result["total"][1] == result["mean"][1] == 0.0, "a one-token text has nothing to score"
 
 
-def test_unseen_texts_load_from_the_fixture(nb, fixtures):
-    texts = nb["load_unseen_texts"](str(fixtures.unseen), 5)
+def test_unseen_texts_load_from_the_fixture(solution, fixtures):
+    texts = solution["load_unseen_texts"](str(fixtures.unseen), 5)
     assert len(texts) == 5 and all(isinstance(t, str) and t for t in texts)
-    assert texts == nb["load_unseen_texts"](str(fixtures.unseen), 5), "the selection is seeded"
+    assert texts == solution["load_unseen_texts"](str(fixtures.unseen), 5), "the selection is seeded"
 
 
 # ---------------------------------------------------------------- model cards
 
-def test_model_card_parses_back_with_metadata(nb, tmp_path):
-    card = nb["build_model_card"](
+def test_model_card_parses_back_with_metadata(solution, tmp_path):
+    card = solution["build_model_card"](
         title="SmolLM aligned with PPO",
         description="A homework model.",
         base_model="HuggingFaceTB/SmolLM-135M-Instruct",
@@ -330,8 +324,8 @@ def test_model_card_parses_back_with_metadata(nb, tmp_path):
         assert text in loaded.text
 
 
-def test_reward_model_card_uses_the_classification_pipeline(nb, tmp_path):
-    card = nb["build_model_card"](
+def test_reward_model_card_uses_the_classification_pipeline(solution, tmp_path):
+    card = solution["build_model_card"](
         title="RM", description="d", base_model="org/base", dataset_id="org/data", hyperparameters={},
         metrics={"accuracy": 1.0}, samples=[{"prompt": "p", "chosen": "c", "chosen reward": "1.0"}],
         pipeline_tag="text-classification", tags=["reward-model"],

@@ -6,8 +6,8 @@ import sys
 import nbformat
 import pytest
 
-from autograder.paths import REPO_ROOT
-from autograder.release import RELEASE_NOTEBOOK, SOURCE_NOTEBOOK, build_source_notebook
+from autograder.layout import RELEASE_NOTEBOOK, REPO_ROOT, SOURCE_NOTEBOOK
+from autograder.notebook.build import build_source_notebook
 
 PART1_TEST_IDS = [
     "test_apply_chat_template", "test_tokenize_row", "test_pad", "test_pad_collate_fn",

@@ -12,8 +12,13 @@ from huggingface_hub import constants as hub_constants
 from huggingface_hub import errors as hub_errors
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from autograder import review as rv
 from autograder.__main__ import main
+from autograder.review import review
+from autograder.review.findings import KINDS, CheckpointReview
+from autograder.review.load import REVIEW_PROMPTS, explain_load_error, normalise, resolve_sources
+from autograder.review.measure import beta_from_card, card_metrics_in_body, style_figures
+from autograder.review.report import render_markdown, suggest_bonus
+from autograder.review.verdicts import Reviewer
 
 SMALL = dict(pairs=6, prompts=2, max_new_tokens=8, progress=False)
 EXPECTED_CHECKS = {
@@ -44,7 +49,7 @@ def fast_run(fast_notebook_run):
 @pytest.fixture(scope="module")
 def fast_review(fast_run, fixtures, tmp_path_factory):
     out = tmp_path_factory.mktemp("review")
-    report = rv.review(fast_run, base=fixtures.tiny, dataset=fixtures.preferences, expect="smoke", out=out, **SMALL)
+    report = review(fast_run, base=fixtures.tiny, dataset=fixtures.preferences, expect="smoke", out=out, **SMALL)
     return report, out
 
 
@@ -71,7 +76,7 @@ def broken(fast_run, fixtures, tmp_path_factory):
     with weights.open("r+b") as handle:
         handle.truncate(weights.stat().st_size // 2)
 
-    report = rv.review(dpo=untrained, ppo=truncated, reward_model=two_labels, base=fixtures.tiny,
+    report = review(dpo=untrained, ppo=truncated, reward_model=two_labels, base=fixtures.tiny,
                        dataset=fixtures.preferences, expect="smoke", **SMALL)
     return report["checkpoints"], report
 
@@ -110,7 +115,7 @@ def test_fast_run_metrics_are_measured(fast_review):
         style = checks_of(report["checkpoints"][kind])["style"]["metrics"]
         assert set(style["model"]) == {"emoji_rate", "as_an_ai_rate", "mean_words", "empty_rate"}
         samples = report["checkpoints"][kind]["generations"]
-        assert [s["prompt"] for s in samples] == list(rv.REVIEW_PROMPTS[:SMALL["prompts"]])
+        assert [s["prompt"] for s in samples] == list(REVIEW_PROMPTS[:SMALL["prompts"]])
         assert all(set(s) == {"prompt", "base", kind} for s in samples)
 
 
@@ -124,7 +129,7 @@ def test_report_files_are_written(fast_review):
             assert set(check) == {"name", "status", "detail", "metrics"}
             assert check["status"] in ("pass", "warn", "fail")
     markdown = (out / "review.md").read_text()
-    assert markdown == rv.render_markdown(report)
+    assert markdown == render_markdown(report)
     assert "suggested bonus: **1**" in markdown
     for title in ("## DPO:", "## PPO:", "## Reward model:"):
         assert title in markdown
@@ -157,7 +162,7 @@ def test_truncated_weights_give_one_clear_line_and_the_others_are_reviewed(broke
     assert [check["name"] for check in failed] == ["loads"] and failed[0]["detail"] == ppo["error"]
     assert len(checkpoints["dpo"]["checks"]) == len(EXPECTED_CHECKS["dpo"])
     assert "ppo: weights file is corrupted or truncated" in report["bonus_reason"]
-    assert "weights file is corrupted or truncated" in rv.render_markdown(report)
+    assert "weights file is corrupted or truncated" in render_markdown(report)
 
 
 def test_card_without_metadata_is_reported(broken):
@@ -170,17 +175,17 @@ def test_card_without_metadata_is_reported(broken):
 
 
 def test_card_without_metadata_alone_costs_the_bonus(fast_run, fixtures):
-    reviewer = rv.Reviewer(rv.normalise(fixtures.tiny), str(fixtures.preferences), pairs=1, prompts=0,
+    reviewer = Reviewer(normalise(fixtures.tiny), str(fixtures.preferences), pairs=1, prompts=0,
                            max_new_tokens=1, expect="smoke", progress=False)
     bare = ModelCard("# DPO model\n\nFine-tuned with DPO.\n\n## Evaluation\n\n| accuracy | 0.9 |\n")
 
     def bonus(dpo_card: ModelCard) -> tuple[int, str]:
         reviews = {}
-        for kind in rv.KINDS:
-            reviews[kind] = rv.CheckpointReview(kind, str(fast_run / kind))
+        for kind in KINDS:
+            reviews[kind] = CheckpointReview(kind, str(fast_run / kind))
             card = dpo_card if kind == "dpo" else ModelCard.load(fast_run / kind / "README.md")
             reviewer.check_card(reviews[kind], card, None)
-        return rv.suggest_bonus(reviews)
+        return suggest_bonus(reviews)
 
     assert bonus(ModelCard.load(fast_run / "dpo" / "README.md"))[0] == 1
     points, reason = bonus(bare)
@@ -243,23 +248,23 @@ def wrapped(cause: BaseException, message: str) -> OSError:
      "weights file is corrupted or truncated"),
 ])
 def test_load_errors_are_explained_in_one_line(error, expected):
-    message, _ = rv.explain_load_error(error, "student/llm-course-hw2-dpo")
+    message, _ = explain_load_error(error, "student/llm-course-hw2-dpo")
     assert expected in message and "\n" not in message
 
 
 def test_sources_come_from_a_hub_prefix_or_a_folder(tmp_path):
-    assert rv.resolve_sources("me/llm-course-hw2")["reward-model"] == "me/llm-course-hw2-reward-model"
-    assert rv.resolve_sources(tmp_path, ppo="other/ppo") == {
+    assert resolve_sources("me/llm-course-hw2")["reward-model"] == "me/llm-course-hw2-reward-model"
+    assert resolve_sources(tmp_path, ppo="other/ppo") == {
         "dpo": str(tmp_path / "dpo"), "ppo": "other/ppo", "reward-model": str(tmp_path / "reward-model")}
-    assert rv.resolve_sources(None, dpo="me/x")["ppo"] is None
+    assert resolve_sources(None, dpo="me/x")["ppo"] is None
 
 
 def test_style_figures_and_card_parsing():
-    style = rv.style_figures(["I love it! 😊", "As an AI language model, I cannot.", ""])
+    style = style_figures(["I love it! 😊", "As an AI language model, I cannot.", ""])
     assert style["emoji_rate"] == pytest.approx(1 / 3) and style["as_an_ai_rate"] == pytest.approx(1 / 3)
     assert style["empty_rate"] == pytest.approx(1 / 3)
-    assert rv.beta_from_card("| hyper-parameter | value |\n| --- | --- |\n| beta | 0.25 |\n") == 0.25
-    assert rv.beta_from_card("We used beta = 0.5.") == 0.5
-    assert rv.beta_from_card("no hyper-parameters") is None
-    assert rv.card_metrics_in_body("# Model\n\n## Evaluation\n\n| accuracy | 0.93 |\n")
-    assert not rv.card_metrics_in_body("# Model\n\nA fine model.\n")
+    assert beta_from_card("| hyper-parameter | value |\n| --- | --- |\n| beta | 0.25 |\n") == 0.25
+    assert beta_from_card("We used beta = 0.5.") == 0.5
+    assert beta_from_card("no hyper-parameters") is None
+    assert card_metrics_in_body("# Model\n\n## Evaluation\n\n| accuracy | 0.93 |\n")
+    assert not card_metrics_in_body("# Model\n\nA fine model.\n")

@@ -35,9 +35,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.paths import REPO_ROOT
-from autograder.release import RELEASE_NOTEBOOK, SOURCE_NOTEBOOK
 from autograder.grading.submission import autograded_tests, fill_answers, read_answers, solution_answers
+from autograder.layout import RELEASE_NOTEBOOK, REPO_ROOT, SOURCE_NOTEBOOK
 
 if shutil.which("bwrap") is None:
     pytest.skip("bubblewrap (`bwrap`) is not installed: apt-get install -y bubblewrap", allow_module_level=True)
@@ -229,7 +228,7 @@ report = []
 for attempt in ("from autograder.grading.submission import solution_answers as steal",
                 "from autograder.checks import reference as steal",
                 "from autograder.submission import solution_answers as steal",
-                "import autograder.checks.part1 as steal"):
+                "import autograder.checks.data_prep as steal"):
     try:
         exec(attempt)
         report.append(f"OK {attempt}")
@@ -311,7 +310,7 @@ raise PermissionError("ATTACK-proc pids " + ",".join(seen[:10]) + " " + " ".join
 
 EXEC_KIT = '''
 report = []
-for relative in ("autograder/checks/reference.py", "autograder/grading/submission.py", "autograder/checks/part1.py"):
+for relative in ("autograder/checks/reference.py", "autograder/grading/submission.py", "autograder/checks/data_prep.py"):
     path = os.path.join(P["repo"], relative)
     try:
         namespace = {"__name__": "stolen"}
@@ -970,7 +969,7 @@ def marker_paths() -> list[Path]:
     folders = [Path("/tmp"), REPO_ROOT, REPO_ROOT / "autograder", REPO_ROOT / "autograder" / "grading",
                REPO_ROOT / "autograder" / "grading" / "exercise", REPO_ROOT / "solutions", SITE_PACKAGES,
                Path(sys.executable).parent, Path(os.__file__).parent]
-    from autograder.fixtures import fixture_paths
+    from autograder.fixtures.build import fixture_paths
 
     folders.append(fixture_paths().root)
     found = []

@@ -1,9 +1,8 @@
-"""The starred tasks: f-DPO and its loss variants, win rate and diversity, their hidden checks and catalogue.
+"""The starred tasks' notebook functions: f-DPO and its loss variants, win rate and diversity.
 
 The notebook's functions run on real components: hand-derived values for each divergence and loss, the tiny
-model's forward passes and generations with the real tokenizer, and a real one-label reward model. The
-catalogue tests follow `tests/test_checks_part2.py`: a mutant loses points on its own test cell only, a correct
-variant gets full marks.
+model's forward passes and generations with the real tokenizer, and a real one-label reward model. Their hidden
+checks are graded against the catalogue by `tests/test_catalogue.py`.
 """
 import math
 from functools import partial
@@ -13,34 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from catalogue import (
-    assert_full_marks,
-    assert_mutant_loses_on_its_own_test_only,
-    assert_untouched_release_scores_zero,
-    assert_variant_gets_full_marks,
-    grade_cells_silently,
-    graded_cells,
-)
-from autograder.checks import all_checks
-from autograder.checks.starred import CHECKS
-from autograder.mutants import (
-    MUTANTS,
-    PART2_MUTANTS,
-    PART2_VARIANTS,
-    STARRED_MUTANTS,
-    STARRED_VARIANTS,
-    VARIANTS,
-    namespace_with,
-)
-
-STARRED_TEST_POINTS = {"test_f_dpo_loss": 1, "test_win_rate_diversity": 1}
 DIVERGENCES = ("reverse_kl", "forward_kl", "js", "alpha")
 LOSS_TYPES = ("sigmoid", "hinge", "ipo")
-
-
-@pytest.fixture(scope="module", name="graded_cells")
-def graded_cells_fixture():
-    return graded_cells()
 
 
 def logps(*values):
@@ -253,60 +226,3 @@ def test_sample_answers_entropy_equals_a_teacher_forced_pass(solution, fixtures,
         total += float(-(log_probs.exp() * log_probs).sum())
         count += len(answer)
     assert batched == pytest.approx(total / count, rel=1e-4)
-
-
-# ---------------------------------------------------------------- the hidden checks and their catalogue
-
-def test_checks_match_the_starred_test_cells_and_are_extra_credit(graded_cells):
-    checks = all_checks()
-    assert {check.grade_id for check in CHECKS} == set(STARRED_TEST_POINTS)
-    for grade_id, points in STARRED_TEST_POINTS.items():
-        assert checks[grade_id].extra_credit
-        assert checks[grade_id].points == points == graded_cells[grade_id].metadata["nbgrader"]["points"]
-        for function in checks[grade_id].functions:
-            assert graded_cells[function].metadata["nbgrader"]["solution"], function
-
-
-def test_starred_catalogue_is_large_enough_and_names_real_cells(graded_cells):
-    assert len(STARRED_MUTANTS) >= 10 and len(STARRED_VARIANTS) >= 2
-    assert not set(STARRED_MUTANTS) & (set(MUTANTS) | set(PART2_MUTANTS))
-    assert not set(STARRED_VARIANTS) & (set(VARIANTS) | set(PART2_VARIANTS))
-    replaced = [(m["grade_id"], m["source"]) for m in STARRED_MUTANTS.values()]
-    replaced += [item for variant in STARRED_VARIANTS.values() for item in variant.items()]
-    for cell_id, source in replaced:
-        assert graded_cells[cell_id].metadata["nbgrader"]["solution"], cell_id
-        assert f"def {cell_id}(" in source, f"the replacement of {cell_id} must define {cell_id}"
-    assert {m["loses"] for m in STARRED_MUTANTS.values()} == set(STARRED_TEST_POINTS)
-    for check in CHECKS:
-        assert set(check.functions) <= {m["grade_id"] for m in STARRED_MUTANTS.values()}, check.grade_id
-
-
-@pytest.mark.parametrize("grade_id", sorted(STARRED_TEST_POINTS))
-def test_solution_gets_full_marks(solution, context, grade_id):
-    assert_full_marks(grade_id, solution, context, STARRED_TEST_POINTS[grade_id])
-
-
-@pytest.mark.parametrize("name", sorted(STARRED_MUTANTS))
-def test_mutant_loses_points_on_its_own_test_only(solution, context, name):
-    results = assert_mutant_loses_on_its_own_test_only(name, STARRED_MUTANTS[name], solution, context)
-    own = results[STARRED_MUTANTS[name]["loses"]]
-    assert own.score > 0, f"{name} loses all of {own.grade_id}: the other cases should still pass\n{own.feedback}"
-
-
-@pytest.mark.parametrize("name", sorted(STARRED_VARIANTS))
-def test_correct_variant_gets_full_marks(solution, context, name):
-    checked = assert_variant_gets_full_marks(name, STARRED_VARIANTS[name], solution, context)
-    assert set(checked) == set(STARRED_TEST_POINTS)
-
-
-def test_untouched_release_scores_zero_without_raising(env, context):
-    assert_untouched_release_scores_zero(STARRED_TEST_POINTS, env, context)
-
-
-def test_grade_cell_is_silent_and_gives_partial_credit(solution, context, capfd):
-    broken = STARRED_MUTANTS["entropy_log_of_probabilities"]
-    namespace = namespace_with(solution, {broken["grade_id"]: broken["source"]})
-    (full, partial), out = grade_cells_silently(
-        capfd, context, ("test_f_dpo_loss", solution), ("test_win_rate_diversity", namespace))
-    assert full == 1.0 and 0 < partial < 1
-    assert "[test_win_rate_diversity]" in out and "expected:" in out

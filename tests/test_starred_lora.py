@@ -1,9 +1,8 @@
-"""The starred LoRA DPO task: real peft adapters on the tiny model, the reference with the adapters off, the memory
-helpers, its hidden check and its catalogue.
+"""The starred LoRA DPO task's notebook functions: real peft adapters on the tiny model, the reference with the
+adapters off, the memory helpers.
 
 The notebook's functions run on real components (peft, the tiny Llama, the real tokenizer, the Part 1 training
-loop); the catalogue tests follow `tests/test_checks_part2.py`: a mutant loses points on its own test cell only,
-a correct variant gets full marks.
+loop). The hidden check is graded against the catalogue by `tests/test_catalogue.py`.
 """
 import math
 import time
@@ -11,36 +10,11 @@ import time
 import pytest
 import torch
 
-from catalogue import (
-    assert_full_marks,
-    assert_mutant_loses_on_its_own_test_only,
-    assert_untouched_release_scores_zero,
-    assert_variant_gets_full_marks,
-    grade_cells_silently,
-    graded_cells,
-)
-from autograder.checks import all_checks, rebound_namespace, run_check
-from autograder.checks.lora import CHECKS
+from autograder.checks import rebound_namespace
 from autograder.checks.reference import answer_log_prob
-from autograder.mutants import (
-    LORA_MUTANTS,
-    LORA_VARIANTS,
-    MUTANTS,
-    PART2_MUTANTS,
-    PART2_VARIANTS,
-    STARRED_MUTANTS,
-    STARRED_VARIANTS,
-    VARIANTS,
-    namespace_with,
-)
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 REFERENCE_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
-
-
-@pytest.fixture(scope="module", name="graded_cells")
-def graded_cells_fixture():
-    return graded_cells()
 
 
 @pytest.fixture(scope="module")
@@ -182,63 +156,3 @@ def test_peak_memory_growth_sees_an_allocation_held_during_the_run(solution):
     result, growth = solution["peak_memory_growth"](run)
     assert result == 1.0
     assert 0.8 * size < growth < 2 * size
-
-
-# ---------------------------------------------------------------- the hidden check and its catalogue
-
-def test_check_matches_the_test_cell_and_is_extra_credit(graded_cells):
-    check = all_checks()["test_lora_dpo"]
-    assert CHECKS == [check] and check.extra_credit
-    assert check.points == 1 == graded_cells["test_lora_dpo"].metadata["nbgrader"]["points"]
-    for function in check.functions:
-        assert graded_cells[function].metadata["nbgrader"]["solution"], function
-
-
-def test_lora_catalogue_is_large_enough_and_names_real_cells(graded_cells):
-    assert len(LORA_MUTANTS) >= 3 and len(LORA_VARIANTS) >= 1
-    others = (MUTANTS, PART2_MUTANTS, STARRED_MUTANTS, VARIANTS, PART2_VARIANTS, STARRED_VARIANTS)
-    assert not (set(LORA_MUTANTS) | set(LORA_VARIANTS)) & set().union(*others)
-    replaced = [(m["grade_id"], m["source"]) for m in LORA_MUTANTS.values()]
-    replaced += [item for variant in LORA_VARIANTS.values() for item in variant.items()]
-    for cell_id, source in replaced:
-        assert graded_cells[cell_id].metadata["nbgrader"]["solution"], cell_id
-        assert f"def {cell_id}(" in source, f"the replacement of {cell_id} must define {cell_id}"
-    assert {m["loses"] for m in LORA_MUTANTS.values()} == {"test_lora_dpo"}
-    assert set(CHECKS[0].functions) <= {m["grade_id"] for m in LORA_MUTANTS.values()}
-
-
-def test_solution_gets_full_marks(solution, context):
-    assert_full_marks("test_lora_dpo", solution, context, 1)
-
-
-@pytest.mark.parametrize("name", sorted(LORA_MUTANTS))
-def test_mutant_loses_points_on_its_own_test_only(solution, context, name):
-    results = assert_mutant_loses_on_its_own_test_only(name, LORA_MUTANTS[name], solution, context)
-    own = results["test_lora_dpo"]
-    assert own.score > 0, f"{name} loses all of test_lora_dpo: the other cases should still pass\n{own.feedback}"
-
-
-@pytest.mark.parametrize("name", sorted(LORA_VARIANTS))
-def test_correct_variant_gets_full_marks(solution, context, name):
-    checked = assert_variant_gets_full_marks(name, LORA_VARIANTS[name], solution, context)
-    assert checked == ["test_lora_dpo"]
-
-
-def test_a_part1_collate_bug_does_not_cost_lora_points(solution, context):
-    # lora_reference_logps batches through the notebook's collate_pairs, which calls the student's pad_collate_fn
-    namespace = namespace_with(solution, {"pad_collate_fn": MUTANTS["collate_prompt_padded_right"]["source"]})
-    assert run_check("test_pad_collate_fn", namespace, context).status == "failed"
-    assert run_check("test_lora_dpo", namespace, context).status == "passed"
-
-
-def test_untouched_release_scores_zero_without_raising(env, context):
-    assert_untouched_release_scores_zero(["test_lora_dpo"], env, context)
-
-
-def test_grade_cell_is_silent_and_gives_partial_credit(solution, context, capfd):
-    broken = LORA_MUTANTS["lora_reference_with_adapters_on"]
-    namespace = namespace_with(solution, {broken["grade_id"]: broken["source"]})
-    # peft warns while it wraps a model
-    (full, partial), out = grade_cells_silently(capfd, context, ("test_lora_dpo", solution), ("test_lora_dpo", namespace))
-    assert full == 1.0 and 0 < partial < 1
-    assert "[test_lora_dpo]" in out and "expected:" in out

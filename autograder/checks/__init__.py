@@ -1,5 +1,11 @@
 """Hidden checks of the homework, one per nbgrader test cell (grade id), with partial credit.
 
+One module per notebook section (`data_prep`, `dpo_loss`, `dpo_training`, `reward_model`, `ppo`, `analysis`,
+`fdpo`, `win_rate`, `lora`) holds the checks of its test cells; `reference` holds the independent references
+and the chat examples they share, `models` the models and tokenizers handed to student code, `compare` the
+comparisons and conversions of student outputs, `framework` the `Check` machinery, `context` the grading
+resources.
+
 Use in a hidden test cell of the instructor notebook (the last expression is the cell's score in points,
 which nbgrader reads as partial credit; the feedback goes to stdout, nothing to stderr):
 
@@ -37,9 +43,11 @@ class GraderSetupError(RuntimeError):
 
 def all_checks() -> dict:
     """Every check by grade id (imported on first use: the checks need torch and transformers)."""
-    from autograder.checks import lora, part1, part2, starred
+    from autograder.checks import (analysis, data_prep, dpo_loss, dpo_training, fdpo, lora, ppo, reward_model,
+                                   win_rate)
 
-    return {check.grade_id: check for check in part1.CHECKS + part2.CHECKS + starred.CHECKS + lora.CHECKS}
+    sections = (data_prep, dpo_loss, dpo_training, reward_model, ppo, analysis, fdpo, win_rate, lora)
+    return {check.grade_id: check for section in sections for check in section.CHECKS}
 
 
 def _ready_context(context: CheckContext | None) -> CheckContext:

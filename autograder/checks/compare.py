@@ -1,9 +1,10 @@
-"""Comparisons the checks share: gradients element by element, with feedback that says how they differ."""
+"""Comparisons the checks share: student outputs converted and compared with expected values, gradients element by
+element, with feedback that says how they differ."""
 import math
 
 import torch
 
-from autograder.checks.framework import CheckFailure
+from autograder.checks.framework import CheckFailure, shorten
 
 
 def gradient_report(seen, expected: torch.Tensor, rtol: float = 1e-3, atol_fraction: float = 1e-4) -> str | None:
@@ -62,3 +63,85 @@ def total_norm(gradients: dict | None) -> float:
     if not gradients:
         return 0.0
     return math.sqrt(sum(float(g.double().pow(2).sum()) for g in gradients.values() if isinstance(g, torch.Tensor)))
+
+
+# ---------------------------------------------------------------- conversions of student outputs
+
+def int_lists(value, case: str, what: str, mask: bool = False):
+    """A (nested) sequence of integers as Python lists (or an int); CheckFailure for anything else.
+
+    Token ids must have an integer dtype (the embedding needs it); a `mask` may also be a float tensor of
+    whole numbers (torch.ones/zeros default to float32, and the model accepts such masks).
+    """
+    if isinstance(value, torch.Tensor):
+        if value.is_complex() or (value.is_floating_point() and not (mask and torch.equal(value, value.round()))):
+            raise CheckFailure(case, f"{what} holding integers", f"a {value.dtype} tensor",
+                               "token ids must have an integer dtype (torch.long)")
+        return value.long().tolist()
+    if hasattr(value, "tolist") and not isinstance(value, (list, tuple)):  # numpy arrays and scalars
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [int_lists(v, case, what) for v in value]
+    if isinstance(value, int):  # bool included
+        return int(value)
+    raise CheckFailure(case, f"{what} holding integers (a list or tensor of token ids)",
+                       f"{type(value).__name__}: {shorten(repr(value), 80)}")
+
+
+def scalar(value, case: str, what: str) -> float:
+    """A Python float from a number, a 0-d tensor or a one-element tensor (detached or not)."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise CheckFailure(case, f"{what} as a single number (a scalar)", f"a tensor of shape {tuple(value.shape)}",
+                               "average over the batch: the loss and the statistics are one number each")
+        return float(value.detach().reshape(()))
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise CheckFailure(case, f"{what} as a number", f"{type(value).__name__}: {value!r}") from None
+
+
+def triple(value, case: str, what: str) -> tuple:
+    """The (loss, reward_accuracies, reward_margins) triple."""
+    if not isinstance(value, (tuple, list)) or len(value) != 3:
+        length = f" of length {len(value)}" if hasattr(value, "__len__") else ""
+        raise CheckFailure(case, f"{what} to return a tuple (loss, reward_accuracies, reward_margins)",
+                           f"{type(value).__name__}{length}")
+    return tuple(value)
+
+
+def close(seen: float, expected: float, atol: float, rtol: float = 1e-4) -> bool:
+    return math.isfinite(seen) and abs(seen - expected) <= atol + rtol * abs(expected)
+
+
+def difference(name: str, expected, seen) -> tuple[str, str]:
+    """Expected/seen descriptions of two (nested) lists that point at their first difference."""
+    if expected and isinstance(expected[0], list):
+        if not (isinstance(seen, list) and len(seen) == len(expected) and all(isinstance(r, list) for r in seen)):
+            return f"{name} with {len(expected)} rows", f"{name} = {shorten_list(seen)}"
+        for b, (e, s) in enumerate(zip(expected, seen)):
+            if e != s:
+                return difference(f"{name}[{b}]", e, s)
+        return f"{name} = {shorten_list(expected)}", f"{name} = {shorten_list(seen)}"
+    if len(expected) != len(seen):
+        return (f"{name} of length {len(expected)}: {shorten_list(expected)}",
+                f"length {len(seen)}: {shorten_list(seen)}")
+    first = next((i for i, (e, s) in enumerate(zip(expected, seen)) if e != s), 0)
+    return (f"{name} = {shorten_list(expected, first)} (first difference at position {first})",
+            f"{name} = {shorten_list(seen, first)}")
+
+
+def shorten_list(values, around: int = 0, width: int = 14) -> str:
+    """A long list cut to a window around one position."""
+    if not isinstance(values, list) or len(values) <= width + 4:
+        return repr(values)
+    start = max(0, min(around - 4, len(values) - width))
+    stop = start + width
+    inner = ", ".join(repr(v) for v in values[start:stop])
+    return ("[" if start == 0 else f"[... {start} values ..., ") + inner + ("]" if stop >= len(values) else ", ...]")
+
+
+def fmt(values) -> str:
+    if isinstance(values, (list, tuple)):
+        return "[" + ", ".join(fmt(v) for v in values) + "]"
+    return f"{values:.5g}" if isinstance(values, float) else repr(values)

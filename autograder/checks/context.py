@@ -10,7 +10,7 @@ class CheckContext:
     """Lazily loaded grading resources.
 
     The model folder is, in order: the `model_dir` argument, `$HW2_CHECKS_MODEL_DIR`, or the tiny fixture
-    (`autograder.fixtures.fixture_paths().tiny`): a random two-layer Llama with SmolLM2's real tokenizer and
+    (`autograder.fixtures.build.fixture_paths().tiny`): a random two-layer Llama with SmolLM2's real tokenizer and
     chat template, whose pad token is the end-of-turn token `<|im_end|>`.
     """
 
@@ -26,7 +26,7 @@ class CheckContext:
             if os.environ.get(MODEL_DIR_VARIABLE):
                 self._model_dir = Path(os.environ[MODEL_DIR_VARIABLE])
             else:
-                from autograder.fixtures import fixture_paths
+                from autograder.fixtures.build import fixture_paths
 
                 self._model_dir = fixture_paths().tiny
         if not (self._model_dir / "config.json").is_file():

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from autograder.checks import reference as ref
-from autograder.checks.compare import expect_model_gradients
+from autograder.checks.compare import close, expect_model_gradients, fmt, scalar, triple
 from autograder.checks.framework import Check, CheckFailure, call_student, salted, shorten, student
-from autograder.checks.part1 import ID_KEYS, chat_rows, close, fmt, scalar, triple
+from autograder.checks.reference import ID_KEYS, chat_rows
 from autograder.grading.remote import Ref, RemoteModel
 
 RANK, ALPHA = 4, 8  # alpha / r = 2: swapping the two gives 0.5 and rank-8 matrices

@@ -1,4 +1,4 @@
-"""Independent reference implementations for the Part 1 checks.
+"""Independent references the checks compare the student's functions with, and the chat examples they share.
 
 They are written differently from the notebook's solution on purpose (string search instead of a second
 rendering, Python loops instead of tensor ops, `math` instead of torch, one unpadded sequence at a time), so
@@ -201,3 +201,79 @@ def batch_dpo_loss(policy, reference, rows: list[dict[str, list[int]]], beta: fl
             ratios.append(answer_log_prob_tensor(policy, prompt, tokens) - reference_logp)
         margins.append(beta * (ratios[0] - ratios[1]))
     return F.softplus(-torch.stack(margins)).mean()
+
+
+# ---------------------------------------------------------------- the chat examples the checks share
+
+# Preference pairs in the dataset's style: emoji, a multi-line prompt with quotes, a long prompt.
+EXAMPLES = [
+    {"prompt": "Do you like rainy days?",
+     "chosen": "I love them! ☔ The sound of rain on the window is so cozy. Do you?",
+     "rejected": "As an AI language model, I do not experience weather."},
+    {"prompt": "Line one.\nLine two: what's \"quoted\" here, and why?",
+     "chosen": "Ha, two lines 😄\nThe quoted bit is just emphasis!",
+     "rejected": "I cannot determine the intent of the quotation."},
+    {"prompt": "Quick one: cats or dogs? 🐱🐶",
+     "chosen": "Dogs, no doubt! 🐕 They're always so happy to see you.",
+     "rejected": "I do not have preferences."},
+    {"prompt": "What's the best thing you've eaten this week? I had amazing ramen on Tuesday night.",
+     "chosen": "Ooh, ramen! 🍜 Nothing beats a rich broth on a cold night.",
+     "rejected": "As an artificial intelligence, I do not eat food, so I cannot answer this question."},
+]
+ID_KEYS = ("prompt_input_ids", "chosen_input_ids", "rejected_input_ids")
+
+
+def chat_rows(ctx, examples=EXAMPLES) -> list[dict[str, list[int]]]:
+    """Tokenized rows of real chat examples (the answers end with <|im_end|>, which is also the pad token)."""
+    return ctx.cached(("rows", len(examples)), lambda: [
+        tokenized_row(format_example(e, ctx.tokenizer), ctx.tokenizer, None, None) for e in examples
+    ])
+
+
+# ---------------------------------------------------------------- reward model, PPO and analysis
+
+def user_turn(prompt: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": prompt}]
+
+
+def implicit_conversation(prompt: str, answer: str) -> list[dict[str, str]]:
+    """The expected conversation of one answer, spelled out message by message."""
+    messages = user_turn(prompt)
+    messages.append({"role": "assistant", "content": answer})
+    return messages
+
+
+def generation_prompt_ids(prompt: str, tokenizer) -> list[int]:
+    """Token ids of a user turn followed by the assistant header, through the rendered text."""
+    text = tokenizer.apply_chat_template(user_turn(prompt), tokenize=False, add_generation_prompt=True)
+    return token_ids(text, tokenizer)
+
+
+def scored_conversation_ids(prompt: str, answer: str, tokenizer) -> list[int]:
+    """Token ids of a conversation up to the end-of-turn token that closes the answer, without the newline the
+    template writes after it: the token the notebook's reward model is trained to score and PPO reads."""
+    text = tokenizer.apply_chat_template(implicit_conversation(prompt, answer), tokenize=False)
+    cut = text.rindex(tokenizer.eos_token) + len(tokenizer.eos_token)
+    return token_ids(text[:cut], tokenizer)
+
+
+@torch.no_grad()
+def classifier_scores(model, rows: list[list[int]], pad_id: int) -> list[float]:
+    """Scores of a right-padded batch (explicit attention mask), as a reward model trainer feeds it."""
+    width = max(len(row) for row in rows)
+    ids = torch.tensor([row + [pad_id] * (width - len(row)) for row in rows])
+    mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows])
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    return [float(v) for v in logits[:, 0]]
+
+
+@torch.no_grad()
+def text_log_prob(model, ids: list[int]) -> float:
+    """Sum of log p(ids[t] | ids[:t]) for t >= 1, from one unpadded forward pass, one position at a time."""
+    if len(ids) < 2:
+        return 0.0
+    logits = model(input_ids=torch.tensor([ids])).logits[0].double()
+    total = 0.0
+    for t in range(1, len(ids)):
+        total += float(F.log_softmax(logits[t - 1], dim=-1)[ids[t]])
+    return total

@@ -13,7 +13,7 @@ from pathlib import Path
 from autograder.grading import result as results
 from autograder.grading.judge import JudgeSettings, Submission, grader_key, judge
 from autograder.grading.sandbox import INSTALL_HINT, bwrap_path, clean_leftovers
-from autograder.release import ASSIGNMENT, NOTEBOOK_NAME
+from autograder.layout import ASSIGNMENT, NOTEBOOK_NAME
 
 
 def student_of(candidate: Path, root: Path | None) -> str:
@@ -94,8 +94,8 @@ def find_submissions(paths: list[Path]) -> tuple[list[Submission], list[str]]:
 
 def setup_problems(unsafe: bool) -> list[str]:
     """What is wrong with the grader's own setup (each a sentence with the fix), before any grading."""
-    from autograder.fixtures import fixture_paths
-    from autograder.release import SOURCE_NOTEBOOK
+    from autograder.fixtures.build import fixture_paths
+    from autograder.layout import SOURCE_NOTEBOOK
 
     problems = []
     if not unsafe and bwrap_path() is None:

@@ -6,7 +6,7 @@ scores) and before `nbgrader generate_feedback`.
 """
 from pathlib import Path
 
-from autograder.release import ASSIGNMENT, NOTEBOOK_NAME
+from autograder.layout import ASSIGNMENT, NOTEBOOK_NAME
 
 
 def write_scores(path: Path, records: list[dict]) -> tuple[int, list[str]]:

@@ -33,8 +33,8 @@ class Submission:
 
 
 def sandbox_settings(settings: JudgeSettings, context) -> SandboxSettings:
-    from autograder.fixtures import fixture_paths
-    from autograder.notebook import grading_env
+    from autograder.fixtures.build import fixture_paths
+    from autograder.notebook.execute import grading_env
 
     environment = grading_env(Path("/scratch/outputs"))
     environment.pop("PYTHONPATH", None)
@@ -45,16 +45,15 @@ def sandbox_settings(settings: JudgeSettings, context) -> SandboxSettings:
 
 def grader_key() -> str:
     """Changes whenever the grader's code, the instructor notebook or the grading fixtures change."""
-    from autograder.fixtures import fixture_paths
-    from autograder.paths import REPO_ROOT
-    from autograder.release import SOURCE_NOTEBOOK
+    from autograder.fixtures.build import fixture_paths
+    from autograder.layout import PACKAGE_DIR, REPO_ROOT, SOURCE_NOTEBOOK
 
     digest = hashlib.sha256()
-    files = sorted((REPO_ROOT / "autograder").rglob("*.py")) + [SOURCE_NOTEBOOK]
+    files = sorted(PACKAGE_DIR.rglob("*.py")) + [SOURCE_NOTEBOOK]  # every module, in every subpackage
     tiny = fixture_paths().tiny
     files += sorted(p for p in tiny.glob("*") if p.is_file()) if tiny.is_dir() else []
     for path in files:
-        digest.update(str(path.name).encode())
+        digest.update(str(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path.name).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 

@@ -28,7 +28,7 @@ from autograder.grading.sandbox import (
     KERNEL_SCRATCH_PREFIX, NOBODY, SCRATCH, PidsCgroup, SandboxSettings, bwrap_path, die_with_parent, python_mounts, sandbox_environment,
     system_mounts, write_identity_files,
 )
-from autograder.paths import REPO_ROOT
+from autograder.layout import REPO_ROOT
 
 KERNEL_NAME = "hw2-sandboxed"
 MEMORY_GB = 12.0  # the kernel runs the notebook and, under nbgrader, the hidden checks and their references

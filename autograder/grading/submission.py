@@ -10,8 +10,7 @@ from pathlib import Path
 
 import nbformat
 
-from autograder.notebook import LIBRARY_TAG
-from autograder.release import SOURCE_NOTEBOOK
+from autograder.layout import LIBRARY_TAG, SOURCE_NOTEBOOK
 
 
 def grade_id(cell: nbformat.NotebookNode) -> str | None:

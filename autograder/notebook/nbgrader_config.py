@@ -19,9 +19,9 @@ import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-KIT_ROOT = Path(__file__).resolve().parent.parent
+KIT_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(KIT_ROOT))
-from autograder.notebook import grading_env  # noqa: E402
+from autograder.notebook.execute import grading_env  # noqa: E402
 
 # A submission runs in the kernel and can print its environment into the autograded notebook and the
 # feedback: no credentials reach it. They are dropped from this process's environment before any kernel
@@ -52,7 +52,7 @@ c.Execute.timeout = 300  # seconds per cell; the grading profile needs far less
 EXECUTING = bool({"autograde", "validate"} & set(sys.argv[1:3]))
 UNSAFE = os.environ.get("HW2_UNSAFE_NO_SANDBOX") == "1"
 if EXECUTING:
-    from autograder.fixtures import fixture_paths
+    from autograder.fixtures.build import fixture_paths
 
     if not fixture_paths().tiny.is_dir():
         raise SystemExit(f"hw2 grading setup: the offline fixtures are missing ({fixture_paths().root}); "

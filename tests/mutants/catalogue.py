@@ -1,16 +1,35 @@
-"""Helpers for the tests of the checks and their mutation catalogue: which checks a replaced cell can reach;
-the verdicts every mutant (loses points on its own test cell only) and every correct variant (full marks) must
-get; and the verdicts every check shares (the solution's full marks, the untouched release's zero, a silent
-`grade_cell`)."""
+"""The catalogue's building blocks and verdicts: how a mutant is written down, how a student's namespace is
+built from the solution's, which checks a replaced cell can reach, and the verdicts every mutant (loses points on
+its own test cell only), every correct variant (full marks) and every check (the solution's full marks, the
+untouched release's zero, a silent `grade_cell`) must get."""
 import math
 import types
 
 import nbformat
 
 from autograder.checks import all_checks, grade_cell, run_check
-from autograder.mutants import namespace_with
-from autograder.notebook import load_namespace
-from autograder.release import RELEASE_NOTEBOOK, SOURCE_NOTEBOOK
+from autograder.checks.framework import rebound_namespace
+from autograder.layout import RELEASE_NOTEBOOK, SOURCE_NOTEBOOK
+from autograder.notebook.execute import load_namespace
+
+
+def mutant(grade_id: str, loses: str, source: str) -> dict:
+    """A buggy answer: the cell `grade_id` as a student would write it, which must lose points on `loses`."""
+    return {"grade_id": grade_id, "source": source.strip() + "\n", "loses": loses}
+
+
+def namespace_with(base: dict, replacements: dict[str, str]) -> dict:
+    """A copy of the notebook namespace `base` in which the cells `replacements` (id -> source) were run.
+
+    Every notebook function is re-created on the copy (a function looks up the names it calls in the dict it
+    was defined in, so a plain copy would keep calling the solution's helpers) before the replacement cells
+    run: after that the copy's `dpo_batch_loss` calls the copy's, i.e. the mutated, `get_log_prob`, exactly as
+    in a student's kernel.
+    """
+    namespace = rebound_namespace(base)
+    for cell_id, source in replacements.items():
+        exec(compile(source, f"<answer cell {cell_id}>", "exec"), namespace)
+    return namespace
 
 
 def graded_cells() -> dict:

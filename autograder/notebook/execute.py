@@ -12,10 +12,7 @@ from pathlib import Path
 
 import nbformat
 
-from autograder.paths import REPO_ROOT
-from autograder.release import SOURCE_NOTEBOOK
-
-LIBRARY_TAG = "library"
+from autograder.layout import LIBRARY_TAG, REPO_ROOT, SOURCE_NOTEBOOK
 
 
 def library_sources(notebook: nbformat.NotebookNode) -> list[str]:
@@ -71,7 +68,7 @@ def offline_env(fixtures, output_dir: Path, profile: str) -> dict[str, str]:
 
 def grading_env(output_dir: Path) -> dict[str, str]:
     """The environment of a graded run: the fast profile on the default offline fixtures."""
-    from autograder.fixtures import fixture_paths
+    from autograder.fixtures.build import fixture_paths
 
     fixtures = fixture_paths()
     return {**offline_env(fixtures, output_dir, "fast"), "HW2_FIXTURES_DIR": str(fixtures.root)}

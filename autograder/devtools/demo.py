@@ -4,10 +4,9 @@ import json
 import time
 from pathlib import Path
 
-from autograder.fixtures import build_fixtures
-from autograder.notebook import execute_notebook, offline_env
-from autograder.paths import REPO_ROOT
-from autograder.release import SOURCE_NOTEBOOK
+from autograder.fixtures.build import build_fixtures
+from autograder.layout import REPO_ROOT, SOURCE_NOTEBOOK
+from autograder.notebook.execute import execute_notebook, offline_env
 from autograder.review import review
 
 

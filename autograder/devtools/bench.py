@@ -1,7 +1,7 @@
 """`python -m autograder bench {dpo,logprob,grade}`: measure the kit's hot paths.
 
 - `bench dpo [--device cpu|cuda] [--steps N] [--json]`: the solution notebook's DPO loop (its library cells,
-  loaded with `autograder.notebook.load_namespace`, not a copy) against TRL's `DPOTrainer`, on the same model,
+  loaded with `autograder.notebook.execute.load_namespace`, not a copy) against TRL's `DPOTrainer`, on the same model,
   pairs, batch size, sequence length, precision, learning rate and number of optimizer steps, one after the
   other in this process. Our time includes computing the reference log-probs of the pairs; TRL's runs its
   reference model inside every step (its default). Prints one JSON line.
@@ -28,7 +28,7 @@ import time
 from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
-from autograder.paths import REPO_ROOT
+from autograder.layout import REPO_ROOT
 
 REAL_DATASET_PAIRS = 10_884  # HumanLLMs/Human-Like-DPO-Dataset, train split
 
@@ -132,9 +132,9 @@ def emit(result: dict, args: argparse.Namespace, lines: list[str]) -> None:
 
 def notebook_namespace(model: Path, output_dir: Path) -> tuple[dict, dict]:
     """The solution notebook's library cells, configured for `model` and the offline fixtures, and the env used."""
-    from autograder.fixtures import build_fixtures
-    from autograder.notebook import load_namespace, offline_env
-    from autograder.release import SOURCE_NOTEBOOK
+    from autograder.fixtures.build import build_fixtures
+    from autograder.layout import SOURCE_NOTEBOOK
+    from autograder.notebook.execute import load_namespace, offline_env
 
     fixtures = build_fixtures()
     env = {**offline_env(fixtures, output_dir, "demo"), "HW2_MODEL_ID": str(model)}
@@ -225,8 +225,8 @@ def bench_dpo(args: argparse.Namespace) -> int:
     import torch
     import transformers
 
-    from autograder.fixtures import build_fixtures
-    from autograder.notebook import environment
+    from autograder.fixtures.build import build_fixtures
+    from autograder.notebook.execute import environment
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but torch sees no CUDA device", file=sys.stderr)
@@ -389,7 +389,7 @@ def bench_logprob(args: argparse.Namespace) -> int:
     extra, input_gb = {}, None
     for variant in LOGPROB_VARIANTS:
         for mode in ("forward", "train"):
-            code = (f"import json; from autograder.bench import logprob_child; "
+            code = (f"import json; from autograder.devtools.bench import logprob_child; "
                     f"print(json.dumps(logprob_child({variant!r}, {mode == 'train'}, {shape!r}, {args.device!r})))")
             done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO_ROOT)
             if done.returncode != 0:
@@ -425,8 +425,8 @@ def write_solution_submissions(folder: Path, students: int) -> None:
     """`students` copies of the solution, filled into the student release, in nbgrader's submitted layout."""
     import nbformat
 
-    from autograder.release import ASSIGNMENT, NOTEBOOK_NAME, RELEASE_NOTEBOOK
     from autograder.grading.submission import fill_answers, solution_answers
+    from autograder.layout import ASSIGNMENT, NOTEBOOK_NAME, RELEASE_NOTEBOOK
 
     notebook = fill_answers(RELEASE_NOTEBOOK, solution_answers())
     for index in range(students):
@@ -436,7 +436,7 @@ def write_solution_submissions(folder: Path, students: int) -> None:
 
 
 def bench_grade(args: argparse.Namespace) -> int:
-    from autograder.fixtures import build_fixtures
+    from autograder.fixtures.build import build_fixtures
 
     build_fixtures()
     load_start = os.getloadavg()[0]

@@ -1,6 +1,6 @@
 """`python -m autograder course DIR`: an nbgrader course folder wired to this kit.
 
-It writes `DIR/nbgrader_config.py`, which loads the kit's `autograder/nbgrader_config.py` (stubs, grading
+It writes `DIR/nbgrader_config.py`, which loads the kit's `autograder/notebook/nbgrader_config.py` (stubs, grading
 profile, timeouts), and copies the instructor notebook to `DIR/source/hw2_dpo_ppo/`. From DIR the usual
 nbgrader commands then work: generate_assignment, collect/autograde, generate_feedback, export.
 """
@@ -8,7 +8,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from autograder.release import ASSIGNMENT, NBGRADER_CONFIG, NOTEBOOK_NAME, SOURCE_NOTEBOOK
+from autograder.layout import ASSIGNMENT, NBGRADER_CONFIG, NOTEBOOK_NAME, SOURCE_NOTEBOOK
 
 COURSE_CONFIG = '''"""nbgrader configuration of this course: everything comes from the hw2-dpo-ppo kit."""
 c = get_config()  # noqa: F821

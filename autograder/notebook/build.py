@@ -9,7 +9,7 @@ The instructor notebook `solutions/hw2_dpo_ppo.ipynb` is generated from the jupy
     # %% kind="readonly" id="config"                   locked cell students must not edit
 
 and the tag `library` marks cells that only define names (imports, helpers, TODO functions): tests,
-benchmarks and the grader execute exactly those (see `autograder.notebook`).
+benchmarks and the grader execute exactly those (see `autograder.notebook.execute`).
 
 The student notebook `hw2_dpo_ppo.ipynb` is what `nbgrader generate_assignment` makes of the instructor
 notebook with the shipped `nbgrader_config.py`.
@@ -25,14 +25,16 @@ from pathlib import Path
 import jupytext
 import nbformat
 
-from autograder.paths import REPO_ROOT
-
-ASSIGNMENT = "hw2_dpo_ppo"
-NOTEBOOK_NAME = f"{ASSIGNMENT}.ipynb"
-SOURCE_PARTS_DIR = REPO_ROOT / "solutions" / "src"
-SOURCE_NOTEBOOK = REPO_ROOT / "solutions" / NOTEBOOK_NAME
-RELEASE_NOTEBOOK = REPO_ROOT / NOTEBOOK_NAME
-NBGRADER_CONFIG = Path(__file__).with_name("nbgrader_config.py")
+from autograder.layout import (
+    ASSIGNMENT,
+    NBGRADER_CONFIG,
+    NOTEBOOK_NAME,
+    RELEASE_NOTEBOOK,
+    REPO_ROOT,
+    SOURCE_NOTEBOOK,
+    SOURCE_PARTS_DIR,
+)
+from autograder.notebook.course import init_course
 
 KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
 
@@ -113,8 +115,6 @@ def nbgrader_env() -> dict[str, str]:
 
 def generate_release(source: Path, destination: Path) -> None:
     """Run `nbgrader generate_assignment` on `source` in a scratch course and copy the result."""
-    from autograder.course import init_course
-
     with tempfile.TemporaryDirectory() as tmp:
         course = Path(tmp)
         init_course(course, source)

@@ -1,0 +1,1 @@
+"""Developer tools: the end-to-end demo run and the benchmarks."""

@@ -1,0 +1,1 @@
+"""The homework notebook: build it from its sources, set up an nbgrader course folder, execute its cells."""
