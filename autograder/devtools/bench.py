@@ -1,10 +1,12 @@
 """`python -m autograder bench {dpo,logprob,grade}`: measure the kit's hot paths.
 
-- `bench dpo [--device cpu|cuda] [--steps N] [--json]`: the solution notebook's DPO loop (its library cells,
-  loaded with `autograder.notebook.execute.load_namespace`, not a copy) against TRL's `DPOTrainer`, on the same model,
-  pairs, batch size, sequence length, precision, learning rate and number of optimizer steps, one after the
-  other in this process. Our time includes computing the reference log-probs of the pairs; TRL's runs its
-  reference model inside every step (its default). Prints one JSON line.
+- `bench dpo [--device cpu|cuda] [--steps N] [--trl-config default|fastest|both] [--json]`: the solution
+  notebook's DPO loop (its library cells, loaded with `autograder.notebook.execute.load_namespace`, not a copy)
+  against TRL's `DPOTrainer`, on the same model, pairs, batch size, sequence length, precision, learning rate
+  and number of optimizer steps, one after the other in this process. Our time includes computing the
+  reference log-probs of the pairs; TRL runs in its default configuration (its reference model inside every
+  step) and in its fastest (`precompute_ref_log_probs`, constructor timed). Each side's model FLOPs per
+  second are reported as a fraction of a float32 matmul measured in the same run. Prints one JSON line.
 - `bench logprob [--device cpu|cuda]`: extra peak memory of the notebook's `get_log_prob` against a naive
   `log_softmax` + `gather`, forward and forward + backward, each measured in a fresh subprocess.
 - `bench grade [--students N]`: grades N copies of the solution with `--jobs 1` and `--jobs 2` and reports
@@ -170,16 +172,26 @@ def run_ours(ns: dict, dataset, tokenizer, model_path: Path, steps: int, device:
     return {**result, "final_loss": losses[-1], "mean_loss": sum(losses) / len(losses), "first_loss": losses[0]}
 
 
-def run_trl(ns: dict, pairs, tokenizer, model_path: Path, steps: int, device: str, output_dir: Path) -> dict:
+TRL_CONFIGS = ("default", "fastest")
+
+
+def run_trl(ns: dict, pairs, tokenizer, model_path: Path, steps: int, device: str, output_dir: Path,
+            config_name: str = "default") -> dict:
     """TRL's DPOTrainer with the notebook's hyper-parameters (no checkpointing, no LR schedule, no clipping).
 
-    The clock covers `trainer.train()` (TRL tokenizes the text in its constructor, which is not timed); the
-    memory peak covers loading both models, the constructor and the training.
+    `default`: TRL's defaults, a reference model that runs in every step; the clock covers `trainer.train()`
+    (the constructor only tokenizes). `fastest`: the fastest setting TRL offers here, `precompute_ref_log_probs`
+    (the reference log-probs computed once, in the constructor, and no reference model kept; on CUDA with
+    flash-attention also `padding_free`); the clock then covers the constructor too. The memory peak covers
+    loading the models, the constructor and the training.
     """
+    import datasets
     import torch
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
+    fastest = config_name == "fastest"
+    flash = fastest and device == "cuda" and _has_flash_attention()
     amp = ns["AMP_DTYPE"]
     config = DPOConfig(
         output_dir=str(output_dir), per_device_train_batch_size=ns["MICRO_BATCH_SIZE"],
@@ -188,28 +200,69 @@ def run_trl(ns: dict, pairs, tokenizer, model_path: Path, steps: int, device: st
         max_length=ns["MAX_SEQ_LEN"], gradient_checkpointing=False, bf16=amp == torch.bfloat16,
         fp16=amp == torch.float16, use_cpu=device == "cpu", logging_steps=1, report_to="none", save_strategy="no",
         disable_tqdm=True, seed=0, dataloader_num_workers=0,
+        precompute_ref_log_probs=fastest, padding_free=flash,
     )
 
     def load():
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        kwargs = {"attn_implementation": "flash_attention_2"} if flash else {}
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32, **kwargs)
         ns["disable_dropout_in_model"](model)
         return model
 
     ns["set_seed"](0)
+    datasets.disable_caching()  # TRL caches precomputed log-probs by fingerprint: a re-run must compute them again
     with peak_memory(device) as result:
-        policy, reference = load(), load().eval().requires_grad_(False)
+        policy = load()
+        reference = None if fastest else load().eval().requires_grad_(False)
+        synchronize(device)
+        start = time.perf_counter()
         trainer = DPOTrainer(model=policy, ref_model=reference, args=config, train_dataset=pairs,
                              processing_class=tokenizer)
         synchronize(device)
-        start = time.perf_counter()
+        if not fastest:  # the default constructor only tokenizes, which our side does untimed too
+            start = time.perf_counter()
         trainer.train()
         synchronize(device)
         result["seconds"] = time.perf_counter() - start
         losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
         tokens = int(trainer._total_train_tokens)
         del trainer, policy, reference
+    datasets.enable_caching()
     return {**result, "final_loss": losses[-1], "mean_loss": sum(losses) / len(losses), "first_loss": losses[0],
-            "tokens": tokens}
+            "tokens": tokens, "padding_free": flash}
+
+
+def _has_flash_attention() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def matmul_gflops(device: str, size: int = 2048, repeats: int = 10) -> float:
+    """Measured float32 matrix-multiply throughput of this device (GFLOP/s): the ceiling the trainers share."""
+    import torch
+
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    for _ in range(2):
+        a @ b
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    synchronize(device)
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def non_embedding_parameters(model_path: Path) -> int:
+    """Parameters of the transformer body (the token embedding, tied with the output layer, left out)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_path))
+    embedding = model.get_input_embeddings().weight.numel()
+    return sum(p.numel() for p in model.parameters()) - embedding
 
 
 def conversational(example: dict) -> dict:
@@ -265,46 +318,65 @@ def bench_dpo(args: argparse.Namespace) -> int:
             def run_one(name: str) -> dict:
                 if name == "ours":
                     return {**run_ours(ns, ours_data, tokenizer, model_path, args.steps, args.device), "tokens": tokens}
-                return run_trl(ns, trl_data, tokenizer, model_path, args.steps, args.device, Path(tmp) / "trl")
+                config_name = "fastest" if name == "trl_fastest" else "default"
+                return run_trl(ns, trl_data, tokenizer, model_path, args.steps, args.device, Path(tmp) / name,
+                               config_name)
 
+            trl_runs = {"default": ["trl"], "fastest": ["trl_fastest"], "both": ["trl", "trl_fastest"]}[args.trl_config]
+            order = (*trl_runs, "ours") if args.trl_first else ("ours", *trl_runs)
             runs = {}
-            order = ("trl", "ours") if args.trl_first else ("ours", "trl")
             for name in order:
                 print(f"running {name} ...", file=sys.stderr, flush=True)
                 with redirect_stdout(sys.stderr):  # progress and trainer logs; stdout keeps the result
                     runs[name] = run_one(name)
+            ceiling = matmul_gflops(args.device)
 
     precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[ns["AMP_DTYPE"]]
-    ours, trl = runs["ours"], runs["trl"]
+    # Per token both sides train the policy (forward + backward, 6 FLOPs per parameter) and run the reference
+    # forward once (2 per parameter): 8 x the non-embedding parameters, the output layer left out.
+    flops_per_token = 8 * non_embedding_parameters(model_path)
     result = {
         "bench": "dpo", "device": args.device, "precision": precision, "model": model_path.name,
         "steps": args.steps, "batch_size": args.batch_size, "grad_accum": args.grad_accum,
-        "max_seq_len": args.max_seq_len, "pairs": pairs_needed,
-        "ours_tokens": ours["tokens"], "trl_tokens": trl["tokens"],
-        "ours_seconds": round(ours["seconds"], 2), "trl_seconds": round(trl["seconds"], 2),
-        "ours_tokens_per_s": round(ours["tokens"] / ours["seconds"], 1),
-        "trl_tokens_per_s": round(trl["tokens"] / trl["seconds"], 1),
-        "speedup": round((ours["tokens"] / ours["seconds"]) / (trl["tokens"] / trl["seconds"]), 3),
-        "ours_peak_mem_gb": round(ours["peak_mem_gb"], 3), "trl_peak_mem_gb": round(trl["peak_mem_gb"], 3),
-        "peak_mem_kind": "cuda max_memory_allocated" if args.device == "cuda" else "process RSS",
-        "ours_first_loss": round(ours["first_loss"], 5), "trl_first_loss": round(trl["first_loss"], 5),
-        "ours_final_loss": round(ours["final_loss"], 5), "trl_final_loss": round(trl["final_loss"], 5),
-        "ours_mean_loss": round(ours["mean_loss"], 5), "trl_mean_loss": round(trl["mean_loss"], 5),
-        # a full epoch of the real data set at this batch size and length, from the measured pairs per second
-        # (the fixture's answers are shorter than the real data's, so this is a lower bound)
-        "ours_epoch_estimate_s": round(REAL_DATASET_PAIRS * ours["seconds"] / pairs_needed, 1),
-        "trl_epoch_estimate_s": round(REAL_DATASET_PAIRS * trl["seconds"] / pairs_needed, 1),
-        "order": list(order), "load_avg": [round(load_start, 2), round(os.getloadavg()[0], 2)], **machine(),
+        "max_seq_len": args.max_seq_len, "pairs": pairs_needed, "trl_config": args.trl_config,
+        "matmul_gflops": round(ceiling, 1), "flops_per_token": flops_per_token,
     }
+    for name, run in runs.items():
+        rate = run["tokens"] / run["seconds"]
+        result.update({
+            f"{name}_tokens": run["tokens"], f"{name}_seconds": round(run["seconds"], 2),
+            f"{name}_tokens_per_s": round(rate, 1), f"{name}_peak_mem_gb": round(run["peak_mem_gb"], 3),
+            f"{name}_first_loss": round(run["first_loss"], 5), f"{name}_final_loss": round(run["final_loss"], 5),
+            f"{name}_mean_loss": round(run["mean_loss"], 5),
+            f"{name}_flops_fraction": round(rate * flops_per_token / (ceiling * 1e9), 3),
+            # a full epoch of the real data set at this batch size and length, from the measured pairs per second
+            # (the fixture's answers are shorter than the real data's, so this is a lower bound)
+            f"{name}_epoch_estimate_s": round(REAL_DATASET_PAIRS * run["seconds"] / pairs_needed, 1),
+        })
+    ours_rate = result["ours_tokens_per_s"]
+    for name, key in (("trl", "speedup"), ("trl_fastest", "speedup_fastest")):
+        if name in runs:
+            result[key] = round(ours_rate / result[f"{name}_tokens_per_s"], 3)
+    if "trl_fastest" in runs:
+        result["trl_fastest_padding_free"] = runs["trl_fastest"]["padding_free"]
+    result.update({"peak_mem_kind": "cuda max_memory_allocated" if args.device == "cuda" else "process RSS",
+                   "order": list(order), "load_avg": [round(load_start, 2), round(os.getloadavg()[0], 2)],
+                   **machine()})
     lines = [
         f"DPO, {args.steps} optimizer steps of {args.batch_size} pairs ({args.grad_accum} micro-batches), "
         f"max length {args.max_seq_len}, {precision} on {args.device}, model {model_path.name}",
-        f"{'':8}{'tokens':>10}{'seconds':>10}{'tokens/s':>11}{'peak GB':>10}{'first loss':>12}{'final loss':>12}",
+        f"{'':14}{'tokens':>9}{'seconds':>9}{'tokens/s':>10}{'peak GB':>9}{'first loss':>11}{'final loss':>11}"
+        f"{'of matmul':>11}",
     ]
-    for name, run in (("ours", ours), ("TRL", trl)):
-        lines.append(f"{name:8}{run['tokens']:>10}{run['seconds']:>10.1f}{run['tokens'] / run['seconds']:>11.1f}"
-                     f"{run['peak_mem_gb']:>10.2f}{run['first_loss']:>12.4f}{run['final_loss']:>12.4f}")
-    lines.append(f"speedup {result['speedup']:.2f}x; machine load {result['load_avg']}")
+    names = {"ours": "ours", "trl": "TRL default", "trl_fastest": "TRL fastest"}
+    for name, run in runs.items():
+        lines.append(f"{names[name]:14}{run['tokens']:>9}{run['seconds']:>9.1f}{run['tokens'] / run['seconds']:>10.1f}"
+                     f"{run['peak_mem_gb']:>9.2f}{run['first_loss']:>11.4f}{run['final_loss']:>11.4f}"
+                     f"{result[name + '_flops_fraction']:>11.0%}")
+    ratios = [f"{result[key]:.2f}x over {label}" for key, label in (("speedup", "TRL default"),
+                                                                    ("speedup_fastest", "TRL fastest")) if key in result]
+    lines.append(f"ours: {'; '.join(ratios)}; a {ceiling:.0f} GFLOP/s float32 matmul here, "
+                 f"{flops_per_token / 1e6:.0f} MFLOP per token; machine load {result['load_avg']}")
     emit(result, args, lines)
     return 0
 
@@ -501,6 +573,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="CUDA only (auto: bf16 where supported, else fp16); CPUs use fp32 as the notebook does")
     dpo.add_argument("--model", help="model folder (default: the SmolLM2-135M-Instruct fixture)")
     dpo.add_argument("--trl-first", action="store_true", help="run TRL before our loop")
+    dpo.add_argument("--trl-config", choices=("default", "fastest", "both"), default="both",
+                     help="TRL's defaults (reference model in every step), its fastest setting "
+                          "(precompute_ref_log_probs; padding_free on CUDA with flash-attention), or both")
     dpo.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     dpo.add_argument("--json", action="store_true", help="print only the JSON line")
     dpo.add_argument("--save", help="also append the JSON line to this file")
@@ -536,7 +611,7 @@ def bench_plot(args: argparse.Namespace) -> int:
     import matplotlib.pyplot as plt
 
     results = [json.loads(line) for line in Path(args.results).read_text().splitlines() if line.strip()]
-    dpo = [r for r in results if r["bench"] == "dpo"]
+    dpo = [r for r in results if r["bench"] == "dpo" and "trl_tokens_per_s" in r]
     logprob = [r for r in results if r["bench"] == "logprob"]
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     labels = [f"{r['device']} {r['precision']}\nbatch {r['batch_size']}, {r['steps']} steps"
