@@ -282,3 +282,80 @@ def test_fast_run_trains_with_the_students_step(fast_notebook_run):
     printed = "".join(o.get("text", "") for o in training.get("outputs", []))
     assert re.search(r"(?<!fast_)dpo_batch_loss: steps 1-2, loss 0\.69", printed), printed
     assert "fast_dpo_batch_loss: steps" not in printed
+
+
+# ------------------------------------------------------------------ plots people read
+def plot_cell(name: str) -> str:
+    cells = [c.source for c in nbformat.read(SOURCE_NOTEBOOK, as_version=4).cells
+             if c.cell_type == "code" and f'PLOTS_DIR / "{name}.png"' in c.source]
+    assert len(cells) == 1, name
+    return cells[0]
+
+
+def draw(source: str, namespace: dict, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    namespace = {**namespace, "PLOTS_DIR": tmp_path, "METRICS": {}}
+    plt.close("all")
+    exec(compile(source, "<plot cell>", "exec"), namespace)
+    fig = namespace["fig"]
+    fig.canvas.draw()
+    assert (tmp_path / next(p.name for p in tmp_path.iterdir())).stat().st_size > 0
+    return fig
+
+
+def legend_overlaps_data(ax) -> bool:
+    """Whether the axes' own legend box covers any plotted point (in display coordinates)."""
+    legend = ax.get_legend()
+    if legend is None:
+        return False
+    box = legend.get_window_extent()
+    points = [line.get_xydata() for line in ax.get_lines()] + [c.get_offsets() for c in ax.collections]
+    return any(box.contains(x, y) for xy in points if len(xy) for x, y in ax.transData.transform(xy))
+
+
+def test_dpo_training_plot_labels_both_step_functions_and_has_no_offset_text(solution, tmp_path):
+    # a loss that barely moves, as in a short run: without useoffset=False matplotlib writes "+6.93e-1" on top
+    history = {"loss": [0.693147, 0.693140, 0.693101, 0.693010], "reward_accuracy": [0.0, 0.5, 0.75, 1.0],
+               "reward_margin": [0.0, 1e-5, 2e-5, 4e-5],
+               "step_function": ["dpo_batch_loss"] * 2 + ["fast_dpo_batch_loss"] * 2}
+    fig = draw(plot_cell("dpo_training"), {**solution, "history": history}, tmp_path)
+    axes = fig.axes
+    assert len(axes) == 3 and all(ax.get_ylabel() for ax in axes)
+    renderer = fig.canvas.get_renderer()
+    assert not any(ax.yaxis.get_offset_text().get_text().startswith("+") for ax in axes)  # no offset, only scales
+    for ax in axes:  # a scale label such as 1e-5 sits above the plot, below its title
+        scale = ax.yaxis.get_offset_text()
+        assert not scale.get_text() or not scale.get_window_extent(renderer).overlaps(ax.title.get_window_extent(renderer))
+    assert any(ax.yaxis.get_offset_text().get_text() for ax in axes)  # the margins' scale label is drawn
+    labels = [text.get_text() for legend in fig.legends for text in legend.get_texts()]
+    assert "your dpo_batch_loss" in labels and "fast_dpo_batch_loss" in labels
+    assert all(ax.get_legend() is None for ax in axes)  # one legend below the panels, over no curve
+
+
+def test_logprob_histograms_have_a_legend_and_labels_in_every_panel(solution, tmp_path):
+    rng = torch.Generator().manual_seed(0)
+    groups = ("train chosen", "train rejected", "held-out chosen", "unseen text")
+    models = {"reference": "ref", "DPO": "dpo", "PPO": "ppo"}
+    log_probs = {m: {g: {"mean": (torch.randn(30, generator=rng) - 4).numpy(),
+                          "total": (torch.randn(30, generator=rng) * 20 - 200).numpy()} for g in groups} for m in models}
+    namespace = {**solution, "log_probs": log_probs, "analysis_models": models,
+                 "analysis_groups": {g: [] for g in groups}}
+    fig = draw(plot_cell("logprob_histograms"), namespace, tmp_path)
+    assert len(fig.axes) == 6
+    for ax in fig.axes:
+        assert ax.get_ylabel() and ax.get_xlabel() and ax.get_legend() is not None
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == list(groups)
+        assert all(patch.get_fill() is False for patch in ax.patches)  # outlines, not bars hiding each other
+
+
+def test_reward_vs_diversity_plot_has_labels_and_its_legend_beside_the_points(solution, tmp_path):
+    table = {name: {"mean_reward": r, "win_rate": 0.5, "distinct_1": 0.7, "distinct_2": d, "entropy": e}
+             for name, r, d, e in (("reference", 0.4, 0.97, 2.9), ("DPO", 0.6, 0.95, 3.0), ("PPO", 0.3, 0.98, 3.4))}
+    source = plot_cell("reward_vs_diversity").split("for name in starred_models:")[0]
+    fig = draw(source, {**solution, "starred_table": table}, tmp_path)
+    assert all(ax.get_ylabel() and ax.get_xlabel() for ax in fig.axes)
+    assert not any(legend_overlaps_data(ax) for ax in fig.axes)
