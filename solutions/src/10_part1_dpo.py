@@ -511,9 +511,14 @@ grade_cell("test_get_log_prob", globals())
 
 # %% tags=["library"] kind="readonly" id="sequence_logits"
 def sequence_logits(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """[batch, seq_len, vocab] logits of `model`; position ids count real tokens only, so left padding is invisible."""
+    """[batch, seq_len, vocab] logits of `model`; position ids count real tokens only, so left padding is invisible.
+
+    The logits are float32 even when the model runs in half precision (autocast on a GPU): summing the log-probs
+    of hundreds of tokens in bfloat16 would lose too much accuracy.
+    """
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False).logits
+    output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    return output.logits.float()
 
 # %% [markdown]
 # **TODO: `concat_prompt_completion` (2 points, together with `dpo_batch_loss`).**

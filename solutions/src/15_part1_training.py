@@ -479,9 +479,9 @@ for name in ("dpo_batch_loss", "fast_dpo_batch_loss"):
 # $\log 2 \approx 0.693$.
 #
 # **Why the accuracy of step 1 is 0.** Before the first update the trained model *is* the reference, so every
-# implicit reward is exactly 0 and every pair is a tie. `dpo_loss` counts a tie as wrong (it asks for a
-# strictly larger reward), so the first step reports an accuracy of 0 and a margin of 0; that is expected,
-# not a bug. The held-out evaluation below counts a tie as half a correct pair, which is why the reference
+# implicit reward is 0 and every pair is a tie. `dpo_loss` counts a tie as wrong (it asks for a strictly
+# larger reward), so the first step reports an accuracy of 0 and a margin of 0; that is expected, not a bug.
+# (On a GPU, rounding in half precision can break a few ties either way, so it may be a little above 0.) The held-out evaluation below counts a tie as half a correct pair, which is why the reference
 # model scores 0.5 there.
 
 # %%
