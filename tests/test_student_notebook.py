@@ -66,8 +66,9 @@ def test_wandb_switch_is_in_an_editable_cell_before_the_login(release):
     assert not locked(release.cells[defining[0]]) and "nbgrader" not in release.cells[defining[0]].metadata
     login = [i for i, c in enumerate(release.cells) if c.cell_type == "code" and "interpreter_login()" in c.source]
     assert len(login) == 1 and defining[0] < login[0]
-    # every text that tells students to turn W&B on points at that cell, which is in the Setup section
-    assert all("ENABLE_WANDB` to follow" not in c.source for c in release.cells if c.cell_type == "markdown")
+    # every text after the Setup section that mentions the switch sends students back to that cell
+    later = [c.source for c in release.cells[login[0] + 1:] if c.cell_type == "markdown" and "ENABLE_WANDB" in c.source]
+    assert later and all("*Setup* section" in text for text in later)
 
 
 def test_login_cell_reads_secrets_then_the_environment_then_asks(release):
