@@ -199,7 +199,8 @@ def test_train_dpo_starts_at_log2_and_learns(nb, fixtures, tokenizer, pairs):
         history = nb["train_dpo"](model, data, tokenizer, total_steps=4)
     finally:
         nb.update(saved)
-    assert set(history) == {"loss", "reward_accuracy", "reward_margin"} and len(history["loss"]) == 4
+    assert set(history) == {"loss", "reward_accuracy", "reward_margin", "step_function"} and len(history["loss"]) == 4
+    assert history["step_function"] == ["fast_dpo_batch_loss"] * 4  # without my_step_steps, the fast step only
     assert history["loss"][0] == pytest.approx(math.log(2), abs=1e-5)
     assert nb["evaluate_dpo"](model, None, data, tokenizer)["reward_margin"] > 0
 

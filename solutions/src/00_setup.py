@@ -1,6 +1,9 @@
 # %% [markdown]
 # # Homework 2: aligning a small language model with DPO and PPO
 #
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/YOUR-ORG/hw2-dpo-ppo/blob/main/hw2_dpo_ppo.ipynb)
+# [![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/welcome?src=https://github.com/YOUR-ORG/hw2-dpo-ppo/blob/main/hw2_dpo_ppo.ipynb)
+#
 # In this homework you align [SmolLM-135M-Instruct](https://huggingface.co/HuggingFaceTB/SmolLM-135M-Instruct)
 # with human preferences in two ways:
 #
@@ -16,16 +19,21 @@
 # check you can run yourself; if it fails, its message tells you what was expected and what your code
 # returned. Hidden checks of the same functions decide the grade, so make the visible ones pass first.
 #
-# | Section | Points |
-# | --- | --- |
-# | Data preparation | 1 |
-# | DPO loss and log-probabilities | 2 |
-# | DPO training | 2 |
-# | Reward model | 1 |
-# | PPO | 2 |
-# | Model analysis | 1 |
-# | Bonus: model cards on the Hub | 1 |
-# | Starred tasks (optional, extra credit): f-DPO, win rate and diversity, LoRA DPO | 1 each |
+# | Section | Points | What earns them |
+# | --- | --- | --- |
+# | Data preparation | 1 | `apply_chat_template` 0.2, `tokenize_row` 0.2, `pad` 0.1, `pad_collate_fn` with `make_dataloader` 0.2, two questions 0.15 each |
+# | DPO loss and log-probabilities | 2 | `dpo_loss` 1, `get_log_prob` 1 |
+# | DPO training | 2 | `concat_prompt_completion` with `dpo_batch_loss` 2 |
+# | Reward model | 1 | `to_implicit_prompt_preferences` 0.5, `build_reward_model` 0.5 |
+# | PPO | 2 | `load_ppo_models`, `tokenize_prompt`, `make_ppo_config` and `build_ppo_trainer` together 2 |
+# | Model analysis | 1 | `sequence_log_probs` 0.5, the question 0.5 |
+# | Bonus: model cards on the Hub | 1 extra (graded by hand) | `build_model_card` and the three cards on the Hub |
+# | Starred tasks (optional): f-DPO, win rate and diversity, LoRA DPO | 1 extra point each | `f_dpo_loss`; `win_rate`, `distinct_n` and `mean_token_entropy` together; `add_lora_adapters`, `count_parameters` and `lora_reference_logps` together |
+#
+# The homework is out of 9 points (the six sections). On top of that come extra points: up to 1 for the bonus
+# (model cards, graded by hand) and 1 for each starred task. The grader's report shows the checked part out of
+# 8.2 (the written answers, 0.8, are graded by hand); nbgrader adds everything up, so its total is out of 13.
+# Each TODO's heading repeats its points; where several functions share one test, the heading says so.
 #
 # **Where to run.** A free Colab or Kaggle GPU is enough (Kaggle does not stop an idle notebook, which helps
 # during the long training cells). On a laptop, set `HW2_FAST_DEV_RUN=1` to check that everything runs with
@@ -34,15 +42,16 @@
 # %% [markdown]
 # ## Setup
 #
-# On Colab and Kaggle the next cell installs the pinned libraries (torch is already there). Elsewhere install
-# them once with `pip install -r requirements.txt` from the course repository.
+# On Colab and Kaggle the next cell installs the libraries with the same version bounds as the course's
+# `requirements.txt` (torch is already there and satisfies its bound). Elsewhere install them once with
+# `pip install -r requirements.txt` from the course repository.
 
 # %%
 import os
 import sys
 
 if "google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:
-    %pip install --quiet "trl==1.12.0" "transformers>=5.0,<6" "datasets>=3.0" "huggingface_hub>=1.0" "peft==0.21.2" wandb matplotlib
+    %pip install --quiet "torch>=2.4" "trl==1.12.0" "transformers>=5.0,<6" "datasets>=3.0,<6" "huggingface_hub>=1.0,<3" "peft==0.21.2" wandb matplotlib tqdm
 
 # %% tags=["library"] kind="readonly" id="imports"
 import contextlib
@@ -70,6 +79,8 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+
+plt.rcParams["axes.formatter.useoffset"] = False  # plain tick labels, no "+6.93e-1" offset text above the plot
 
 # %% tags=["library"] kind="readonly" id="helpers"
 def set_seed(seed: int = 42) -> None:
@@ -102,6 +113,49 @@ def visible_checks():
             yield
     except Exception as error:  # noqa: BLE001 (the hidden tests report it with more detail)
         print(f"A visible test failed ({type(error).__name__}: {error}); the hidden tests decide the points.")
+
+
+class TodoNotFilled(NotImplementedError):
+    """An unfinished TODO, reported before a long `datasets.map` traceback can hide it."""
+
+
+def run_on_one_example(function: Callable, example: dict, **kwargs) -> dict:
+    """Call `function` on one example before `dataset.map` calls it on all of them.
+
+    An unfinished TODO then stops the cell with one short message naming the function, instead of a
+    `NotImplementedError` at the end of a long traceback from inside the `datasets` library.
+    """
+    try:
+        return function(example, **kwargs)
+    except NotImplementedError:
+        raise TodoNotFilled(
+            f"`{function.__name__}` is not written yet: fill in its TODO cell above, run that cell, then run this "
+            "cell again."
+        ) from None
+
+
+def find_secret(name: str) -> str | None:
+    """A secret such as HF_TOKEN: from Colab's secrets, then Kaggle's secrets, then the environment variable.
+
+    Returns None when none of them has it (then the caller asks interactively).
+    """
+    try:
+        from google.colab import userdata  # Colab: the key icon in the left sidebar
+
+        value = userdata.get(name)
+        if value:
+            return value
+    except Exception:  # noqa: BLE001 (not on Colab, no such secret, or notebook access not granted)
+        pass
+    try:
+        from kaggle_secrets import UserSecretsClient  # Kaggle: Add-ons > Secrets
+
+        value = UserSecretsClient().get_secret(name)
+        if value:
+            return value
+    except Exception:  # noqa: BLE001 (not on Kaggle, no such secret, or it is not attached to the notebook)
+        pass
+    return os.environ.get(name) or None
 
 
 def disable_dropout_in_model(model: torch.nn.Module) -> None:
@@ -238,16 +292,49 @@ print(f"profile={PROFILE} device={DEVICE} compute dtype={AMP_DTYPE} model={MODEL
 print(f"outputs go to {OUTPUT_DIR.resolve()}; pushing to the Hub is {'on' if PUSH_TO_HUB else 'off'}")
 
 # %% [markdown]
-# Log in to the Hub (only when pushing is on). `REPO_NAME` is the prefix of your three model repositories.
+# ### Your settings
+#
+# Set `ENABLE_WANDB = True` to follow the training runs in [Weights & Biases](https://wandb.ai) (free account;
+# `WANDB_MODE=offline` logs locally without one). It is off by default, and the notebook runs without it.
+
+# %% tags=["library"]
+ENABLE_WANDB = False
+
+# %% [markdown]
+# ### Logging in
+#
+# The next cell logs in to the Hub, but only when pushing is on (the `full` profile with a network). It looks
+# for your access token (with *write* permission) in this order and asks for it only if it finds none:
+#
+# 1. on Colab, a secret named `HF_TOKEN` (the key icon in the left sidebar; allow this notebook to read it);
+# 2. on Kaggle, a secret named `HF_TOKEN` (*Add-ons → Secrets*, attached to this notebook);
+# 3. the environment variable `HF_TOKEN`;
+# 4. otherwise it asks you to paste the token.
+#
+# With `ENABLE_WANDB = True` it does the same for your W&B key, `WANDB_API_KEY`. Never paste a token into a
+# code cell: the notebook you hand in would contain it. `REPO_NAME` is the prefix of your three model
+# repositories.
 
 # %%
 if PUSH_TO_HUB:
-    from huggingface_hub import HfApi, interpreter_login
+    from huggingface_hub import HfApi, interpreter_login, login
 
-    interpreter_login()
+    hf_token = find_secret("HF_TOKEN")
+    if hf_token:
+        login(token=hf_token)
+    else:
+        interpreter_login()
     REPO_NAME = f"{HfApi().whoami()['name']}/llm-course-hw2"
 else:
     REPO_NAME = os.environ.get("HW2_REPO_NAME", "your-username/llm-course-hw2")
     reason = "this profile" if PROFILE != "full" else ("HF_HUB_OFFLINE=1" if HUB_OFFLINE else "HW2_PUSH_TO_HUB=0")
     print(f"Not logging in: pushing is off because of {reason}. Models are only saved under {OUTPUT_DIR}.")
 print(f"Homework repositories: {REPO_NAME}-dpo, {REPO_NAME}-ppo, {REPO_NAME}-reward-model")
+
+if ENABLE_WANDB and os.environ.get("WANDB_MODE") not in ("offline", "disabled") and not HUB_OFFLINE:
+    import wandb
+
+    wandb_key = find_secret("WANDB_API_KEY")
+    wandb.login(key=wandb_key) if wandb_key else wandb.login()
+elif ENABLE_WANDB:
+    print("W&B logs offline (WANDB_MODE or HF_HUB_OFFLINE is set): no W&B login needed.")

@@ -50,7 +50,7 @@ dataset = load_preferences(DATASET_ID, split="train")
 dataset[0]
 
 # %% [markdown]
-# Write `apply_chat_template`. The prompt must end with the *generation prompt* (the header that opens the
+# **TODO: `apply_chat_template` (0.2 points).** Write `apply_chat_template`. The prompt must end with the *generation prompt* (the header that opens the
 # assistant's turn, `<|im_start|>assistant\n` for SmolLM), and each answer is the rest of the full
 # conversation after that prompt. Don't assemble the special tokens by hand: render the conversation with
 # `tokenizer.apply_chat_template(..., tokenize=False)` and cut the prompt off the front. Some templates add
@@ -84,6 +84,7 @@ def apply_chat_template(example: dict[str, str], tokenizer: PreTrainedTokenizerB
     ### END SOLUTION
 
 # %%
+run_on_one_example(apply_chat_template, dataset[0], tokenizer=tokenizer)  # an unfinished TODO stops here, briefly
 dataset = dataset.map(apply_chat_template, fn_kwargs={"tokenizer": tokenizer})
 dataset[0]
 
@@ -124,7 +125,7 @@ grade_cell("test_apply_chat_template", globals())
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# Now tokenize. Only token ids remain in the dataset:
+# **TODO: `tokenize_row` (0.2 points)**, after the question below. Now tokenize. Only token ids remain in the dataset:
 # ```
 # Dataset({features: ['prompt_input_ids', 'chosen_input_ids', 'rejected_input_ids'], num_rows: ...})
 # ```
@@ -133,7 +134,7 @@ grade_cell("test_apply_chat_template", globals())
 # so don't let the tokenizer add more (`add_special_tokens=False`).
 
 # %% [markdown]
-# **Question.** Why is it better to truncate the prompt from the left, not from the right?
+# **Question (0.15 points, graded by hand).** Why is it better to truncate the prompt from the left, not from the right?
 
 # %% [markdown] kind="manual" id="answer_prompt_truncation" points=0.15
 # The end of the prompt is what the answer continues from: it holds the latest user message and the
@@ -178,11 +179,9 @@ def tokenize_row(
     ### END SOLUTION
 
 # %%
-dataset = dataset.map(
-    tokenize_row,
-    fn_kwargs={"tokenizer": tokenizer, "max_prompt_length": 256, "max_completion_length": None},
-    remove_columns=["prompt", "chosen", "rejected"],
-)
+_tokenize_kwargs = {"tokenizer": tokenizer, "max_prompt_length": 256, "max_completion_length": None}
+run_on_one_example(tokenize_row, dataset[0], **_tokenize_kwargs)  # an unfinished TODO stops here, briefly
+dataset = dataset.map(tokenize_row, fn_kwargs=_tokenize_kwargs, remove_columns=["prompt", "chosen", "rejected"])
 dataset
 
 # %% kind="test" id="test_tokenize_row" points=0.2
@@ -215,10 +214,10 @@ grade_cell("test_tokenize_row", globals())
 #    different lengths; within one key all rows must have the same length);
 # 3. for each key it builds an attention mask of the same shape: 1 on real tokens, 0 on padding.
 #
-# Write the helper `pad` first: pad with `tokenizer.pad_token_id` for ids and 0 for masks.
+# **TODO: `pad` (0.1 points)**, after the question below. Write the helper `pad` first: pad with `tokenizer.pad_token_id` for ids and 0 for masks.
 
 # %% [markdown]
-# **Question.** On which side should `prompt_input_ids` be padded, and why?
+# **Question (0.15 points, graded by hand).** On which side should `prompt_input_ids` be padded, and why?
 
 # %% [markdown] kind="manual" id="answer_prompt_padding" points=0.15
 # On the left. We glue each prompt to its answer to get one sequence per example. With left padding the
@@ -239,6 +238,14 @@ def pad(tensors: list[torch.Tensor], padding_value: int = 0, padding_side: str =
 
     Returns:
         A tensor of shape [N, max_length] where max_length is the longest input length.
+
+    Example:
+        >>> pad([torch.tensor([1, 2, 3]), torch.tensor([4, 5])])
+        tensor([[1, 2, 3],
+                [4, 5, 0]])
+        >>> pad([torch.tensor([1, 2, 3]), torch.tensor([4, 5])], padding_value=9, padding_side="left")
+        tensor([[1, 2, 3],
+                [9, 4, 5]])
     """
     ### BEGIN SOLUTION
     if padding_side not in ("left", "right"):
@@ -272,6 +279,10 @@ from autograder.checks import grade_cell
 grade_cell("test_pad", globals())
 ### END HIDDEN TESTS
 
+# %% [markdown]
+# **TODO: `pad_collate_fn` (0.2 points, together with `make_dataloader` below).** Use your `pad` for each key;
+# the example in the docstring shows what a batch of two examples becomes.
+
 # %% tags=["library"] kind="solution" id="pad_collate_fn"
 def pad_collate_fn(batch: list[dict[str, torch.Tensor]], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Pad a list of tokenized examples into one batch.
@@ -286,6 +297,27 @@ def pad_collate_fn(batch: list[dict[str, torch.Tensor]], pad_token_id: int) -> d
             - "chosen_input_ids", "chosen_attn_mask": padded on the right;
             - "rejected_input_ids", "rejected_attn_mask": padded on the right.
         Masks hold 1 on real tokens and 0 on padding.
+
+    Example (the prompts are padded on the left, the answers on the right):
+        >>> batch = [
+        ...     {"prompt_input_ids": torch.tensor([1, 2, 3]), "chosen_input_ids": torch.tensor([4]),
+        ...      "rejected_input_ids": torch.tensor([5, 6])},
+        ...     {"prompt_input_ids": torch.tensor([7]), "chosen_input_ids": torch.tensor([8, 9]),
+        ...      "rejected_input_ids": torch.tensor([10])},
+        ... ]
+        >>> collated = pad_collate_fn(batch, pad_token_id=0)
+        >>> collated["prompt_input_ids"]
+        tensor([[1, 2, 3],
+                [0, 0, 7]])
+        >>> collated["prompt_attn_mask"]
+        tensor([[1, 1, 1],
+                [0, 0, 1]])
+        >>> collated["chosen_input_ids"]
+        tensor([[4, 0],
+                [8, 9]])
+        >>> collated["rejected_attn_mask"]
+        tensor([[1, 1],
+                [1, 0]])
     """
     ### BEGIN SOLUTION
     collated = {}
@@ -298,7 +330,8 @@ def pad_collate_fn(batch: list[dict[str, torch.Tensor]], pad_token_id: int) -> d
     ### END SOLUTION
 
 # %% [markdown]
-# Finally, wire `pad_collate_fn` into the `DataLoader`: `collate_fn` must be a function of the batch alone, so
+# **TODO: `make_dataloader` (shares the 0.2 points of `pad_collate_fn`).** Finally, wire `pad_collate_fn` into
+# the `DataLoader`: `collate_fn` must be a function of the batch alone, so
 # fix the `pad_token_id` argument (for example with `functools.partial`).
 
 # %% tags=["library"] kind="solution" id="make_dataloader"
@@ -341,7 +374,7 @@ grade_cell("test_pad_collate_fn", globals())
 # %% [markdown]
 # ## DPO loss and log-probabilities [2 points]
 #
-# Start with the loss itself. Follow the formula literally. Besides the loss, return two numbers that tell
+# **TODO: `dpo_loss` (1 point).** Start with the loss itself. Follow the formula literally. Besides the loss, return two numbers that tell
 # how training goes: the *reward accuracy*, the fraction of pairs whose chosen answer gets a strictly larger
 # implicit reward than the rejected one, and the *reward margin*, the mean of
 # $r(x, y_w) - r(x, y_l)$.
@@ -400,7 +433,7 @@ grade_cell("test_dpo_loss", globals())
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# Now the log-probability of an answer. The model returns `logits` of shape `[batch, seq_len, vocab]` for a
+# **TODO: `get_log_prob` (1 point).** Now the log-probability of an answer. The model returns `logits` of shape `[batch, seq_len, vocab]` for a
 # batch of token sequences `input_ids`; the logits at position $t$ predict the token at position $t + 1$.
 # `get_log_prob` receives the logits, the input ids themselves as `labels`, and a `mask` aligned with the
 # labels that is 1 on the answer tokens (0 on the prompt and on padding). It returns, for each sequence, the
@@ -471,14 +504,24 @@ grade_cell("test_get_log_prob", globals())
 #    model (without);
 # 5. compute the DPO loss.
 #
-# Write steps 1–3 in `concat_prompt_completion` and steps 4–5 in `dpo_batch_loss`. The provided
-# `sequence_logits` runs a model with position ids that skip the left padding.
+# Write steps 1–3 in `concat_prompt_completion` and steps 4–5 in `dpo_batch_loss` (2 points for the two
+# together). The provided `sequence_logits` runs a model with position ids that skip the left padding. The
+# test cell after them runs your `dpo_batch_loss` on the model itself, and the training loop of the next
+# section trains with it.
 
 # %% tags=["library"] kind="readonly" id="sequence_logits"
 def sequence_logits(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """[batch, seq_len, vocab] logits of `model`; position ids count real tokens only, so left padding is invisible."""
+    """[batch, seq_len, vocab] logits of `model`; position ids count real tokens only, so left padding is invisible.
+
+    The logits are float32 even when the model runs in half precision (autocast on a GPU): summing the log-probs
+    of hundreds of tokens in bfloat16 would lose too much accuracy.
+    """
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False).logits
+    output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    return output.logits.float()
+
+# %% [markdown]
+# **TODO: `concat_prompt_completion` (2 points, together with `dpo_batch_loss`).**
 
 # %% tags=["library"] kind="solution" id="concat_prompt_completion"
 def concat_prompt_completion(
@@ -507,6 +550,9 @@ def concat_prompt_completion(
         input_ids, attention_mask, loss_mask = (t[:, :max_seq_len] for t in (input_ids, attention_mask, loss_mask))
     return input_ids, attention_mask, loss_mask
     ### END SOLUTION
+
+# %% [markdown]
+# **TODO: `dpo_batch_loss` (shares the 2 points of `concat_prompt_completion`).**
 
 # %% tags=["library"] kind="solution" id="dpo_batch_loss"
 def dpo_batch_loss(
@@ -551,6 +597,36 @@ with visible_checks():
         f"{_loss_mask.tolist()}"
     )
     print("concat_prompt_completion looks right")
+
+    # dpo_batch_loss on two real pairs, with a policy and a reference that are the same model: every implicit
+    # reward is 0, so the loss must be -log sigmoid(0) = log 2. Both copies require gradients, so that a
+    # reference forward pass outside torch.no_grad() would show up as gradients of the reference.
+    _policy = AutoModelForCausalLM.from_pretrained(MODEL_ID, dtype=torch.float32).eval()
+    _reference = AutoModelForCausalLM.from_pretrained(MODEL_ID, dtype=torch.float32).eval()
+    _batch = next(iter(make_dataloader(dataset.select(range(2)), tokenizer, batch_size=2, shuffle=False)))
+    _loss, _acc, _margin = dpo_batch_loss(_policy, _reference, _batch, beta=0.1, max_seq_len=128)
+    assert torch.is_tensor(_loss) and _loss.dim() == 0 and _loss.requires_grad, (
+        "dpo_batch_loss should return the loss as a scalar tensor that carries the policy's gradients; run only "
+        "the reference model under torch.no_grad()"
+    )
+    _loss_value, _margin_value = float(_loss.detach()), float(torch.as_tensor(_margin).detach())
+    assert abs(_loss_value - math.log(2)) < 1e-4, (
+        f"when the policy equals the reference every margin is 0, so the loss should be log 2 = 0.6931; got "
+        f"{_loss_value:.4f}"
+    )
+    assert abs(_margin_value) < 1e-4, f"when the policy equals the reference the margin is 0, got {_margin_value:.4f}"
+    _loss.backward()
+    _reference_with_grad = [name for name, p in _reference.named_parameters() if p.grad is not None]
+    assert not _reference_with_grad, (
+        f"the reference model got gradients (e.g. {_reference_with_grad[0]}): compute its log-probs under "
+        "torch.no_grad()"
+    )
+    assert any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in _policy.parameters()), (
+        "the policy got no gradient: its log-probs must be computed with gradients, and both the chosen and the "
+        "rejected log-probs must reach the loss"
+    )
+    del _policy, _reference, _batch, _loss
+    print("dpo_batch_loss looks right: loss log 2 at the start, gradients for the policy only")
 
 ### BEGIN HIDDEN TESTS
 from autograder.checks import grade_cell

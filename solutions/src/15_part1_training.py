@@ -1,15 +1,27 @@
 # %% [markdown]
 # ### The training loop
 #
-# The loop below is complete. It trains with a faster version of your `dpo_batch_loss` that gives the same
-# loss and gradients (explained in the next section); your `pad_collate_fn` and `dpo_loss` drive it. It accumulates gradients over `GRAD_ACCUM_STEPS` micro-batches (so a small GPU can
-# still train with an effective batch of 16). Training the full dataset takes well under an hour on a Colab
-# T4 and a couple of minutes on an H100.
+# The loop below is complete, and it trains with **your** `dpo_batch_loss`: your `pad_collate_fn`,
+# `get_log_prob`, `concat_prompt_completion` and `dpo_loss` are what move the loss. It accumulates gradients
+# over `GRAD_ACCUM_STEPS` micro-batches, so a small GPU can still train with an effective batch of 16.
+#
+# Your step is the textbook version: four forward passes per batch (policy and reference, chosen and rejected)
+# and a lot of padding. The section after the loop, *Making DPO fast*, adds `fast_dpo_batch_loss`, which
+# computes the same loss and gradients much faster, from reference log-probs computed once
+# before training. Which step trains is your choice in the cell that starts training (`USE_MY_DPO_STEP`):
+#
+# - in the `demo` and `fast` profiles, your step trains the whole (short) run;
+# - in the `full` profile, your step trains the first `MY_DPO_STEPS_IN_FULL_RUN` steps and the fast step
+#   takes over for the rest of the epoch. A whole epoch with your step alone would take several times longer
+#   on a free GPU, and the fast step is checked against yours in the course's tests.
+#
+# The progress bar, the printed summary and the plot say which step function trained which steps. Training
+# the full dataset takes well under an hour on a Colab T4 and a couple of minutes on an H100.
 #
 # The hyper-parameters are those of the full run; the `demo` and `fast` profiles shorten it. We use
 # $\beta = 0.1$ both here and as the default of `dpo_loss` (the original notebook mixed 0.1 and 1.0).
-# Turn on `ENABLE_WANDB` to follow the run in [Weights & Biases](https://wandb.ai) (`WANDB_MODE=offline`
-# logs locally).
+# Set `ENABLE_WANDB = True` in the *Setup* section to follow the run in [Weights & Biases](https://wandb.ai)
+# (`WANDB_MODE=offline` logs locally).
 
 # %% tags=["library"] kind="readonly" id="dpo_hparams"
 BATCH_SIZE = 16  # pairs per optimizer step = MICRO_BATCH_SIZE * GRAD_ACCUM_STEPS
@@ -23,7 +35,6 @@ MAX_PROMPT_LEN = 256
 MAX_COMPLETION_LEN = None
 BETA = 0.1
 EVAL_SIZE = 200  # held-out preference pairs used for evaluation
-ENABLE_WANDB = False
 
 if PROFILE == "demo":
     BATCH_SIZE, GRAD_ACCUM_STEPS, MAX_STEPS, MAX_SEQ_LEN, EVAL_SIZE = 8, 1, 10, 256, 64
@@ -64,11 +75,84 @@ def autocast():
     return torch.autocast("cuda", dtype=AMP_DTYPE, enabled=DEVICE == "cuda" and AMP_DTYPE != torch.float32)
 
 # %% [markdown]
+# The loop itself, written out once so that it reads top to bottom. `fast_dpo_batch_loss`,
+# `make_bucketed_dataloader` and the other helpers it calls are defined in the next section; Python looks
+# names up when the function runs, not when it is defined, so this order works.
+
+# %% tags=["library"] kind="readonly" id="train_dpo"
+DPO_STEP_METRICS = ("loss", "reward_accuracy", "reward_margin")
+
+
+def endless(loader: DataLoader):
+    """Batches from `loader`, epoch after epoch (each epoch reshuffled)."""
+    while True:
+        yield from loader
+
+
+def train_dpo(
+    model: PreTrainedModel,
+    train_dataset: Dataset,
+    tokenizer,
+    total_steps: int,
+    loss_fn: Callable | None = None,
+    ref_model: PreTrainedModel | None = None,
+    my_step_steps: int = 0,
+) -> dict[str, list]:
+    """Train `model` with DPO for `total_steps` optimizer steps; returns the loss and reward statistics per step.
+
+    The first `my_step_steps` optimizer steps run your `dpo_batch_loss` against `ref_model`; the others run
+    `fast_dpo_batch_loss`, which reads the reference log-probs that `train_dataset` must then carry (see
+    `precompute_reference_logps`). `loss_fn` replaces `dpo_loss` in the fast step (None: `dpo_loss`), e.g. the
+    f-DPO loss of the starred task. The history has one entry per step under "loss", "reward_accuracy" and
+    "reward_margin", and under "step_function" the name of the function that computed it.
+    """
+    if my_step_steps and ref_model is None:
+        raise ValueError("your dpo_batch_loss needs the reference model: pass ref_model=...")
+    if my_step_steps and loss_fn is not None:
+        raise ValueError("dpo_batch_loss always uses dpo_loss: pass my_step_steps=0 to train with another loss_fn")
+    loader = make_bucketed_dataloader(train_dataset, tokenizer, batch_size=MICRO_BATCH_SIZE)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0, fused=DEVICE in ("cuda", "cpu"))
+    scaler = torch.amp.GradScaler("cuda", enabled=DEVICE == "cuda" and AMP_DTYPE == torch.float16)
+    history = {key: [] for key in (*DPO_STEP_METRICS, "step_function")}
+    micro_batches = endless(loader)
+    model.train()
+    pbar = tqdm(range(total_steps), desc="DPO")
+    for step in pbar:
+        mine = step < my_step_steps
+        if step == my_step_steps and step > 0:
+            tqdm.write(f"step {step + 1}: your dpo_batch_loss trained steps 1-{step}; fast_dpo_batch_loss takes over")
+        step_stats = torch.zeros(3, device=DEVICE)
+        for _ in range(GRAD_ACCUM_STEPS):
+            batch = {k: v.to(DEVICE, non_blocking=True) for k, v in next(micro_batches).items()}
+            with autocast():
+                if mine:
+                    loss, reward_accuracy, reward_margin = dpo_batch_loss(model, ref_model, batch, BETA, MAX_SEQ_LEN)
+                else:
+                    loss, reward_accuracy, reward_margin = fast_dpo_batch_loss(model, batch, BETA, MAX_SEQ_LEN, loss_fn)
+            scaler.scale(loss / GRAD_ACCUM_STEPS).backward()
+            stats = [torch.as_tensor(value, device=DEVICE).detach().float() for value in (loss, reward_accuracy, reward_margin)]
+            step_stats += torch.stack(stats) / GRAD_ACCUM_STEPS
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+
+        for key, value in zip(DPO_STEP_METRICS, step_stats.tolist()):  # one GPU sync per step
+            history[key].append(value)
+        history["step_function"].append("dpo_batch_loss" if mine else "fast_dpo_batch_loss")
+        postfix = {key: f"{np.mean(history[key][-10:]):.3f}" for key in DPO_STEP_METRICS}
+        pbar.set_postfix({**postfix, "step": "yours" if mine else "fast"})
+        if ENABLE_WANDB:
+            wandb.log({f"train/{key}": history[key][-1] for key in DPO_STEP_METRICS})
+    return history
+
+# %% [markdown]
 # ### Making DPO fast
 #
-# Your `dpo_batch_loss` is the textbook version: four forward passes per batch and a lot of padding. The
-# training loop uses `fast_dpo_batch_loss` below, which computes the same loss and gradients with five
-# tricks. Each is a few lines; `docs/benchmarks.md` in the course repository measures what they buy.
+# This section is provided and read-only; you don't need it to finish the homework, but it shows what makes
+# training fast. Your `dpo_batch_loss` is the textbook version: four forward passes per batch and a lot of
+# padding. `fast_dpo_batch_loss` below computes the same loss and gradients with five tricks; the training
+# loop switches to it after your step's share of a `full` run. Each trick is a few lines; `docs/benchmarks.md`
+# in the course repository measures what they buy.
 #
 # **1. Reference log-probs once.** The reference model never changes, so its log-probs of every answer are
 # fixed numbers. `precompute_reference_logps` computes them in one pass without gradients before training
@@ -327,50 +411,6 @@ def evaluate_dpo(model: PreTrainedModel, ref_model, dataset: Dataset, tokenizer)
     return {"reward_accuracy": float(accuracy), "reward_margin": float(margins.mean())}
 
 # %% [markdown]
-# The loop itself, written out once so that it reads top to bottom:
-
-# %% tags=["library"] kind="readonly" id="train_dpo"
-def endless(loader: DataLoader):
-    """Batches from `loader`, epoch after epoch (each epoch reshuffled)."""
-    while True:
-        yield from loader
-
-
-def train_dpo(
-    model: PreTrainedModel, train_dataset: Dataset, tokenizer, total_steps: int, loss_fn: Callable | None = None
-) -> dict[str, list[float]]:
-    """Train `model` with DPO for `total_steps` optimizer steps; returns the loss and reward statistics per step.
-
-    `train_dataset` must carry the reference log-probs (see `precompute_reference_logps`). `loss_fn` replaces
-    `dpo_loss` (None: `dpo_loss`), e.g. the f-DPO loss of the starred task.
-    """
-    loader = make_bucketed_dataloader(train_dataset, tokenizer, batch_size=MICRO_BATCH_SIZE)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0, fused=DEVICE in ("cuda", "cpu"))
-    scaler = torch.amp.GradScaler("cuda", enabled=DEVICE == "cuda" and AMP_DTYPE == torch.float16)
-    history = {"loss": [], "reward_accuracy": [], "reward_margin": []}
-    micro_batches = endless(loader)
-    model.train()
-    pbar = tqdm(range(total_steps), desc="DPO")
-    for _ in pbar:
-        step_stats = torch.zeros(3, device=DEVICE)
-        for _ in range(GRAD_ACCUM_STEPS):
-            batch = {k: v.to(DEVICE, non_blocking=True) for k, v in next(micro_batches).items()}
-            with autocast():
-                loss, reward_accuracy, reward_margin = fast_dpo_batch_loss(model, batch, BETA, MAX_SEQ_LEN, loss_fn)
-            scaler.scale(loss / GRAD_ACCUM_STEPS).backward()
-            step_stats += torch.stack([loss.detach(), reward_accuracy, reward_margin]).float() / GRAD_ACCUM_STEPS
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-
-        for key, value in zip(history, step_stats.tolist()):  # one GPU sync per step
-            history[key].append(value)
-        pbar.set_postfix({key: f"{np.mean(values[-10:]):.3f}" for key, values in history.items()})
-        if ENABLE_WANDB:
-            wandb.log({f"train/{key}": values[-1] for key, values in history.items()})
-    return history
-
-# %% [markdown]
 # Load a fresh model and the data with its held-out split, and keep the model's answers before training for
 # the comparison at the end:
 
@@ -400,6 +440,16 @@ train_dataset = precompute_reference_logps(model, train_dataset, tokenizer, MICR
 eval_dataset = precompute_reference_logps(model, eval_dataset, tokenizer, MICRO_BATCH_SIZE, MAX_SEQ_LEN)
 train_dataset
 
+# %% [markdown]
+# Choose the step function. With `USE_MY_DPO_STEP = True` (the default) your `dpo_batch_loss` trains: the
+# whole run in the `demo` and `fast` profiles, the first `MY_DPO_STEPS_IN_FULL_RUN` steps of a `full` run
+# (then the fast step finishes the epoch, for speed). Your step needs the reference model itself, so a frozen
+# copy is loaded for it and freed afterwards. `False` trains with `fast_dpo_batch_loss` only.
+
+# %%
+USE_MY_DPO_STEP = True
+MY_DPO_STEPS_IN_FULL_RUN = 50  # your step's share of a full run; the fast step does the rest
+
 # %%
 if ENABLE_WANDB:
     import wandb
@@ -408,18 +458,59 @@ if ENABLE_WANDB:
 
 steps_per_epoch = math.ceil(len(train_dataset) / MICRO_BATCH_SIZE) // GRAD_ACCUM_STEPS
 total_steps = MAX_STEPS or NUM_EPOCHS * steps_per_epoch
-history = train_dpo(model, train_dataset, tokenizer, total_steps)
+my_step_steps = 0
+if USE_MY_DPO_STEP:
+    my_step_steps = min(total_steps, MY_DPO_STEPS_IN_FULL_RUN) if PROFILE == "full" else total_steps
+dpo_ref_model = load_causal_lm(MODEL_ID, trainable=False) if my_step_steps else None
+history = train_dpo(model, train_dataset, tokenizer, total_steps, ref_model=dpo_ref_model, my_step_steps=my_step_steps)
+del dpo_ref_model
+if DEVICE == "cuda":
+    torch.cuda.empty_cache()
+
+for name in ("dpo_batch_loss", "fast_dpo_batch_loss"):
+    steps = [i + 1 for i, used in enumerate(history["step_function"]) if used == name]
+    if steps:
+        print(f"{name:>20}: steps {steps[0]}-{steps[-1]}, loss {history['loss'][steps[0] - 1]:.4f} -> "
+              f"{history['loss'][steps[-1] - 1]:.4f}, reward accuracy {history['reward_accuracy'][steps[0] - 1]:.3f} "
+              f"-> {history['reward_accuracy'][steps[-1] - 1]:.3f}")
 
 # %% [markdown]
-# Reward margins and accuracy should grow during training:
+# Reward margins and accuracy should grow during training, and the loss should fall from
+# $\log 2 \approx 0.693$.
+#
+# **Why the accuracy of step 1 is 0.** Before the first update the trained model *is* the reference, so every
+# implicit reward is 0 and every pair is a tie. `dpo_loss` counts a tie as wrong (it asks for a strictly
+# larger reward), so the first step reports an accuracy of 0 and a margin of 0; that is expected, not a bug.
+# (On a GPU, rounding in half precision can break a few ties either way, so it may be a little above 0.) The held-out evaluation below counts a tie as half a correct pair, which is why the reference
+# model scores 0.5 there.
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
-for ax, (name, values) in zip(axes, history.items()):
-    ax.plot(np.arange(1, len(values) + 1), values, marker="." if len(values) < 50 else None)
-    ax.set_title(f"DPO {name.replace('_', ' ')}")
+_steps = np.arange(1, len(history["loss"]) + 1)
+_mine = sum(name == "dpo_batch_loss" for name in history["step_function"])  # your steps come first
+_panels = (
+    ("loss", "DPO loss", "loss"),
+    ("reward_accuracy", "reward accuracy (ties count as wrong)", "fraction of pairs ranked right"),
+    ("reward_margin", "reward margin", "mean r(chosen) - r(rejected)"),
+)
+fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+for ax, (key, title, ylabel) in zip(axes, _panels):
+    values = np.array(history[key])
+    marker = "." if len(values) < 50 else None
+    if _mine:
+        ax.plot(_steps[:_mine], values[:_mine], marker=marker, color="tab:orange", label="your dpo_batch_loss")
+    if _mine < len(values):
+        start = max(_mine - 1, 0)  # start at your last step so that the curve is continuous
+        ax.plot(_steps[start:], values[start:], marker=marker, color="tab:blue", label="fast_dpo_batch_loss")
+    if 0 < _mine < len(values):
+        ax.axvline(_mine + 0.5, color="gray", linestyle=":", linewidth=1)
+    ax.set_title(title)
     ax.set_xlabel("optimizer step")
-fig.tight_layout()
+    ax.set_ylabel(ylabel)
+axes[0].axhline(math.log(2), color="gray", linestyle="--", linewidth=1, label="log 2 (the loss at the start)")
+axes[1].set_ylim(-0.05, 1.05)
+_handles = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
+fig.legend(_handles.values(), _handles.keys(), loc="lower center", ncol=len(_handles), frameon=False)
+fig.tight_layout(rect=(0, 0.1, 1, 1))
 fig.savefig(PLOTS_DIR / "dpo_training.png", dpi=120)
 plt.show()
 

@@ -115,6 +115,9 @@ TRAINER_RUNS_DIR = OUTPUT_DIR / "trainer-runs"  # scratch space the TRL trainers
 # ourselves, for a reason explained below), so the reward model sees exactly the text format that the chat
 # model produces.
 
+# %% [markdown]
+# **TODO: `to_implicit_prompt_preferences` (0.5 points).**
+
 # %% tags=["library"] kind="solution" id="to_implicit_prompt_preferences"
 def to_implicit_prompt_preferences(example: dict[str, str]) -> dict[str, list[dict[str, str]]]:
     """Turn a text preference example into TRL's conversational format with an implicit prompt.
@@ -159,6 +162,7 @@ grade_cell("test_to_implicit_prompt_preferences", globals())
 
 # %%
 rm_train_pairs, rm_eval_pairs = held_out_split(DATASET_ID, size=EVAL_SIZE)
+run_on_one_example(to_implicit_prompt_preferences, rm_train_pairs[0])  # an unfinished TODO stops here, briefly
 rm_train_dataset = rm_train_pairs.map(to_implicit_prompt_preferences, remove_columns=["prompt"])
 rm_eval_dataset = rm_eval_pairs.map(to_implicit_prompt_preferences, remove_columns=["prompt"])
 print(f"{len(rm_train_dataset)} training pairs, {len(rm_eval_dataset)} held-out pairs")
@@ -262,6 +266,9 @@ for _pad_id, _rule in ((reward_tokenizer.eos_token_id, "before first pad"),
 # in float32 (mixed precision is the trainer's job), make sure it has embeddings for every token of the
 # tokenizer, and store the tokenizer's pad token id in the model config. Loading prints a report saying that
 # `score.weight` was newly initialised: that is the new reward head.
+
+# %% [markdown]
+# **TODO: `build_reward_model` (0.5 points).**
 
 # %% tags=["library"] kind="solution" id="build_reward_model"
 def build_reward_model(model_id: str, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
@@ -383,12 +390,14 @@ _steps = [entry for entry in reward_trainer.state.log_history if "accuracy" in e
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
 axes[0].plot([entry["step"] for entry in _steps], [entry["loss"] for entry in _steps], marker=".")
 axes[0].set_title("reward model training loss")
+axes[0].set_ylabel("pairwise loss")
 axes[1].plot([entry["step"] for entry in _steps], [entry["accuracy"] for entry in _steps], marker=".",
              label="training batches")
 axes[1].axhline(RM_METRICS["accuracy"], color="tab:green", linestyle="--", label="held-out")
 axes[1].set_ylim(-0.02, 1.02)
 axes[1].set_title("reward model pairwise accuracy")
-axes[1].legend()
+axes[1].set_ylabel("fraction of pairs ranked right")
+axes[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)  # beside the plot, not over it
 for ax in axes:
     ax.set_xlabel("optimizer step")
 fig.tight_layout()
@@ -478,6 +487,9 @@ del reward_trainer
 # with a pad token that never occurs in chat text: TRL builds every attention mask as `input_ids != pad_id`,
 # so with `<|im_end|>` as pad token it would hide the end of every turn of the prompt.
 
+# %% [markdown]
+# **TODO: `load_ppo_models` (2 points for the four PPO TODOs together: `load_ppo_models`, `tokenize_prompt`, `make_ppo_config` and `build_ppo_trainer` share one test, `test_ppo`).**
+
 # %% tags=["library"] kind="solution" id="load_ppo_models"
 def load_ppo_models(
     policy_id: str, reward_model_path: str | Path, tokenizer: PreTrainedTokenizerBase
@@ -514,6 +526,9 @@ def load_ppo_models(
     return models
     ### END SOLUTION
 
+
+# %% [markdown]
+# **TODO: `tokenize_prompt` (part of the 2 PPO points, with `load_ppo_models`, `make_ppo_config` and `build_ppo_trainer`).**
 
 # %% tags=["library"] kind="solution" id="tokenize_prompt"
 def tokenize_prompt(example: dict[str, str], tokenizer: PreTrainedTokenizerBase) -> dict[str, list[int]]:
@@ -567,6 +582,9 @@ PPO_HPARAMS = dict(
     response_length=PPO_RESPONSE_LENGTH, kl_coef=PPO_KL_COEF, missing_eos_penalty=PPO_MISSING_EOS_PENALTY,
 )
 
+# %% [markdown]
+# **TODO: `make_ppo_config` (part of the 2 PPO points, with `load_ppo_models`, `tokenize_prompt` and `build_ppo_trainer`).**
+
 # %% tags=["library"] kind="solution" id="make_ppo_config"
 def make_ppo_config(output_dir: Path) -> PPOConfig:
     """The PPOConfig built from the PPO_* constants above, with precision flags that follow DEVICE."""
@@ -593,6 +611,9 @@ def make_ppo_config(output_dir: Path) -> PPOConfig:
     )
     ### END SOLUTION
 
+
+# %% [markdown]
+# **TODO: `build_ppo_trainer` (part of the 2 PPO points, with `load_ppo_models`, `tokenize_prompt` and `make_ppo_config`).**
 
 # %% tags=["library"] kind="solution" id="build_ppo_trainer"
 def build_ppo_trainer(

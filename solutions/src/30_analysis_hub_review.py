@@ -37,6 +37,9 @@ def load_unseen_texts(dataset_id: str, size: int, seed: int = 42) -> list[str]:
     texts = texts.shuffle(seed=seed).select(range(min(size, len(texts))))
     return [text.strip() for text in texts["text"]]
 
+# %% [markdown]
+# **TODO: `sequence_log_probs` (0.5 points).**
+
 # %% tags=["library"] kind="solution" id="sequence_log_probs"
 @torch.no_grad()
 def sequence_log_probs(
@@ -130,17 +133,20 @@ for model_name, path in tqdm(analysis_models.items(), desc="models"):
     del lm
 
 # %%
-fig, axes = plt.subplots(2, len(analysis_models), figsize=(5 * len(analysis_models), 7), sharex="row", sharey="row")
-for column, model_name in enumerate(analysis_models):
-    for row, (kind, label) in enumerate((("mean", "mean log-prob per token"), ("total", "total log-prob"))):
+# One panel per model and measure; each group is an outline (not a filled bar), so overlapping groups stay
+# visible. The bins and the axes are shared along a row, so panels of one row compare directly.
+fig, axes = plt.subplots(2, len(analysis_models), figsize=(5 * len(analysis_models), 7.5), sharex="row", sharey="row")
+for row, (kind, label) in enumerate((("mean", "mean log-prob per token"), ("total", "total log-prob"))):
+    all_values = np.concatenate([log_probs[m][g][kind] for m in analysis_models for g in analysis_groups])
+    bins = np.histogram_bin_edges(all_values, bins=20)
+    for column, model_name in enumerate(analysis_models):
         ax = axes[row, column]
-        values = [log_probs[model_name][group][kind] for group in analysis_groups]
-        bins = np.histogram_bin_edges(np.concatenate(values), bins=20)
-        for group, group_values in zip(analysis_groups, values):
-            ax.hist(group_values, bins=bins, alpha=0.45, label=group)
+        for group in analysis_groups:
+            ax.hist(log_probs[model_name][group][kind], bins=bins, histtype="step", linewidth=1.8, label=group)
         ax.set_title(f"{model_name}: {label}")
-        ax.set_xlabel(label)
-axes[0, 0].legend()
+        ax.set_xlabel(f"{label} (higher = more likely)")
+        ax.set_ylabel("number of texts")
+        ax.legend(fontsize=8, loc="best")
 fig.tight_layout()
 fig.savefig(PLOTS_DIR / "logprob_histograms.png", dpi=120)
 plt.show()
@@ -156,7 +162,7 @@ for model_name, groups in LOGPROB_SUMMARY.items():
     print(f"{model_name:<12}" + "".join(f"{value:>18.3f}" for value in groups.values()))
 
 # %% [markdown]
-# **Question.** Do the trained models find the training data more likely than the reference model does, and
+# **Question (0.5 points, graded by hand).** Do the trained models find the training data more likely than the reference model does, and
 # more likely than data they have not seen? Is it the *training examples* that became likely, or the *kind*
 # of text they contain? What happens to the rejected answers and to the unrelated texts, and why? Compare
 # DPO with PPO.
@@ -182,7 +188,7 @@ for model_name, groups in LOGPROB_SUMMARY.items():
 # because it is training data.
 
 # %% [markdown]
-# # Bonus: model cards on the Hub [1 extra point]
+# # Bonus: model cards on the Hub [1 extra point, graded by hand]
 #
 # Make your three repositories presentable: each one needs a model card (its `README.md`) with a short
 # description of the task, the base model and dataset, the training hyper-parameters, a quality report
@@ -192,6 +198,9 @@ for model_name, groups in LOGPROB_SUMMARY.items():
 # `huggingface_hub` builds cards from two pieces: `ModelCardData`, the YAML metadata the Hub reads (base
 # model, datasets, license, tags, pipeline), and the markdown body. Write `build_model_card`; the cell after
 # it writes the three cards next to the saved checkpoints and, when pushing is on, uploads each folder.
+
+# %% [markdown]
+# **TODO: `build_model_card` (the bonus: 1 extra point, graded by hand together with the model cards on the Hub).**
 
 # %% tags=["library"] kind="solution" id="build_model_card"
 def build_model_card(

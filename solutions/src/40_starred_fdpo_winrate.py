@@ -65,6 +65,9 @@ F_DIVERGENCES = ("reverse_kl", "forward_kl", "js", "alpha")
 F_DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo")
 F_DPO_MAX_EXPONENT = 30.0  # caps every argument of exp(): e^30 ≈ 1e13 saturates the sigmoid; its square fits float32
 
+# %% [markdown]
+# **TODO: `f_dpo_loss` (★, 1 extra point).**
+
 # %% tags=["library"] kind="solution" id="f_dpo_loss"
 def f_dpo_loss(
     chosen_logps: torch.Tensor,
@@ -227,6 +230,9 @@ del f_dpo_model
 #   answer's tokens (up to and including its end-of-turn token) and 0 on the padding after it. Compute
 #   $\log p$ with `log_softmax`: `probs.log()` is `-inf` where a probability underflows to 0, and `0 * -inf` is `nan`.
 
+# %% [markdown]
+# **TODO: `win_rate` (★, 1 extra point for the three together: `win_rate`, `distinct_n` and `mean_token_entropy` share one test).**
+
 # %% tags=["library"] kind="solution" id="win_rate"
 def win_rate(
     prompts: list[str],
@@ -254,6 +260,9 @@ def win_rate(
     ### END SOLUTION
 
 
+# %% [markdown]
+# **TODO: `distinct_n` (★, part of the extra point, with `win_rate` and `mean_token_entropy`).**
+
 # %% tags=["library"] kind="solution" id="distinct_n"
 def distinct_n(texts: list[str], n: int) -> float:
     """Corpus-level distinct-n: different n-grams of words over all n-grams of words, in all texts together.
@@ -274,6 +283,9 @@ def distinct_n(texts: list[str], n: int) -> float:
     return len(set(ngrams)) / len(ngrams) if ngrams else 0.0
     ### END SOLUTION
 
+
+# %% [markdown]
+# **TODO: `mean_token_entropy` (★, part of the extra point, with `win_rate` and `distinct_n`).**
 
 # %% tags=["library"] kind="solution" id="mean_token_entropy"
 def mean_token_entropy(logits: torch.Tensor, mask: torch.Tensor) -> float:
@@ -443,9 +455,9 @@ for ax, (measure, label) in zip(axes, (("entropy", "mean per-token entropy (nats
     for name, row in starred_table.items():
         ax.scatter(row[measure], row["mean_reward"], s=70, alpha=0.8, label=name)
     ax.set_xlabel(label)
+    ax.set_ylabel("mean reward-model score")
     ax.set_title(f"reward against {label.split(' (')[0]}")
-axes[0].set_ylabel("mean reward-model score")
-axes[0].legend(fontsize=8)
+axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)  # beside the points
 fig.tight_layout()
 fig.savefig(PLOTS_DIR / "reward_vs_diversity.png", dpi=120)
 plt.show()

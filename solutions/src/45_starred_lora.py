@@ -47,6 +47,9 @@ if PROFILE == "demo":
     LORA_DPO_STEPS = 3
 LORA_DIR = OUTPUT_DIR / "dpo-lora"
 
+# %% [markdown]
+# **TODO: `add_lora_adapters` (★, 1 extra point for the three together: `add_lora_adapters`, `count_parameters` and `lora_reference_logps` share one test).**
+
 # %% tags=["library"] kind="solution" id="add_lora_adapters"
 def add_lora_adapters(model: PreTrainedModel, r: int, alpha: float, target_modules: list[str]) -> PeftModel:
     """Wrap `model` in peft LoRA adapters of rank `r` on the linear layers named `target_modules`.
@@ -72,6 +75,9 @@ def add_lora_adapters(model: PreTrainedModel, r: int, alpha: float, target_modul
     ### END SOLUTION
 
 
+# %% [markdown]
+# **TODO: `count_parameters` (★, part of the extra point, with `add_lora_adapters` and `lora_reference_logps`).**
+
 # %% tags=["library"] kind="solution" id="count_parameters"
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     """The number of trainable parameter values of `model` and the number of all of them.
@@ -88,6 +94,9 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in parameters if p.requires_grad), sum(p.numel() for p in parameters)
     ### END SOLUTION
 
+
+# %% [markdown]
+# **TODO: `lora_reference_logps` (★, part of the extra point, with `add_lora_adapters` and `count_parameters`).**
 
 # %% tags=["library"] kind="solution" id="lora_reference_logps"
 def lora_reference_logps(
