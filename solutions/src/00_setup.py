@@ -38,6 +38,18 @@
 # **Where to run.** A free Colab or Kaggle GPU is enough (Kaggle does not stop an idle notebook, which helps
 # during the long training cells). On a laptop, set `HW2_FAST_DEV_RUN=1` to check that everything runs with
 # tiny step counts before you spend GPU time.
+#
+# How long each part of the full run takes, **estimated** (not measured: no GPU has run this notebook yet).
+# The basis: 8 x 106 M FLOPs per trained token (the model's forward and backward pass plus the reference's
+# forward), about 500 tokens per preference pair, and 20-25% of the GPU's float16/bfloat16 peak for a model
+# this small; PPO's answer generation is bounded by latency, not FLOPs.
+#
+# | Part | Colab T4 (estimate) | H100 (estimate) |
+# | --- | --- | --- |
+# | DPO, one epoch (10,884 pairs) | 10-20 min | 1-3 min |
+# | Reward model, one epoch | 5-15 min | 1-2 min |
+# | PPO, 4,000 episodes | 10-20 min | 2-5 min |
+# | Analysis and starred tasks | 5-10 min | 1-3 min |
 
 # %% [markdown]
 # ## Setup

@@ -15,8 +15,9 @@
 #   takes over for the rest of the epoch. A whole epoch with your step alone would take several times longer
 #   on a free GPU, and the fast step is checked against yours in the course's tests.
 #
-# The progress bar, the printed summary and the plot say which step function trained which steps. Training
-# the full dataset takes well under an hour on a Colab T4 and a couple of minutes on an H100.
+# The progress bar, the printed summary and the plot say which step function trained which steps. How long
+# the full epoch takes is an *estimate*, not a measurement (no GPU has run this notebook yet): about 10-20
+# minutes on a Colab T4 and 1-3 minutes on an H100 (the basis is in the table under *Where to run* above).
 #
 # The hyper-parameters are those of the full run; the `demo` and `fast` profiles shorten it. We use
 # $\beta = 0.1$ both here and as the default of `dpo_loss` (the original notebook mixed 0.1 and 1.0).
