@@ -148,7 +148,9 @@ def test_section_table_says_what_the_grader_counts(release):
     tests = autograded_tests()
     checks = all_checks()
     points = homework_points(tests, {gid for gid in tests if checks[gid].extra_credit})
-    table = dict(re.findall(r"^\| ([^|]+?) \| ([^|]+?) \|", release.cells[0].source, flags=re.MULTILINE)[2:])
+    intro = release.cells[0].source
+    section_table = intro[intro.index("| Section | Points"):].split("\n\n")[0]
+    table = dict(re.findall(r"^\| ([^|]+?) \| ([^|]+?) \|", section_table, flags=re.MULTILINE)[2:])
     sections = {name: value for name, value in table.items() if not name.startswith(("Bonus", "Starred"))}
     assert sum(float(value) for value in sections.values()) == pytest.approx(points["homework"]), table
     bonus = next(value for name, value in table.items() if name.startswith("Bonus"))
