@@ -13,7 +13,8 @@
 # - in the `demo` and `fast` profiles, your step trains the whole (short) run;
 # - in the `full` profile, your step trains the first `MY_DPO_STEPS_IN_FULL_RUN` steps and the fast step
 #   takes over for the rest of the epoch. A whole epoch with your step alone would take several times longer
-#   on a free GPU, and the fast step is checked against yours in the course's tests.
+#   on a free GPU (an estimate: four forward passes over padded batches instead of one packed pass and a
+#   reference computed once), and the fast step is checked against yours in the course's tests.
 #
 # The progress bar, the printed summary and the plot say which step function trained which steps. How long
 # the full epoch takes is an *estimate*, not a measurement (no GPU has run this notebook yet): about 10-20
