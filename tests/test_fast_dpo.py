@@ -211,12 +211,16 @@ def test_bench_dpo_smoke_on_the_tiny_model(fixtures):
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    for key in ("ours_tokens_per_s", "trl_tokens_per_s", "speedup", "ours_peak_mem_gb", "trl_peak_mem_gb",
-                "ours_final_loss", "trl_final_loss"):
+    assert result["trl_config"] == "both", "TRL's default and its fastest configuration, by default"
+    for key in ("ours_tokens_per_s", "trl_tokens_per_s", "trl_fastest_tokens_per_s", "speedup", "speedup_fastest",
+                "ours_peak_mem_gb", "trl_peak_mem_gb", "trl_fastest_peak_mem_gb", "ours_final_loss", "trl_final_loss",
+                "matmul_gflops", "ours_flops_fraction", "trl_flops_fraction", "trl_fastest_flops_fraction"):
         assert isinstance(result[key], float) and result[key] > 0, key
-    assert result["ours_tokens"] == result["trl_tokens"], "both trainers must see the same tokens"
-    assert result["ours_first_loss"] == pytest.approx(math.log(2), abs=1e-4)
-    assert result["trl_first_loss"] == pytest.approx(math.log(2), abs=1e-4)
+    assert result["ours_tokens"] == result["trl_tokens"] == result["trl_fastest_tokens"], "the same tokens for all"
+    for name in ("ours", "trl", "trl_fastest"):
+        assert result[f"{name}_first_loss"] == pytest.approx(math.log(2), abs=1e-4), name
+        assert result[f"{name}_flops_fraction"] < 1.5, "model FLOPs per second cannot exceed the matmul ceiling much"
+    assert result["flops_per_token"] > 0 and result["trl_fastest_padding_free"] is False  # CPU: no flash-attention
 
 
 def test_logprob_bench_functions_agree_and_measure(nb):
