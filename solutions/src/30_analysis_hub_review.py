@@ -295,8 +295,8 @@ print(CARDS["ppo"].content[:1500])
 # skipped (with the reason) in the `demo` and `fast` profiles, offline, with `HW2_PUSH_TO_HUB=0`, and when
 # nbgrader runs the notebook.
 #
-# The repositories and the collection are **public** by default: the reviewer reads them with
-# `python -m autograder review <username>/llm-course-hw2`, which cannot see private repositories. To keep
+# The repositories and the collection are **public** by default: the course reviewers load your three models
+# from the Hub by name, and they cannot see private repositories. To keep
 # them private, set `HUB_PRIVATE = True` below and give the course staff read access, for example by setting
 # `REPO_NAME` to `<organisation>/llm-course-hw2` for an organisation the course account belongs to; the
 # reviewer then runs the review with a token that can read them (`--token` or `HF_TOKEN`). Note in the links
