@@ -1,26 +1,36 @@
 """`python -m autograder review <user>/llm-course-hw2`: review a student's three checkpoints in one command.
 
     python -m autograder review <user>/llm-course-hw2 [--dpo ID_OR_DIR] [--ppo ID_OR_DIR]
-        [--reward-model ID_OR_DIR] [--base ID_OR_DIR] [--dataset ID_OR_DIR] [--pairs N] [--prompts N]
-        [--max-new-tokens N] [--expect trained|smoke] [--out DIR]
+        [--reward-model ID_OR_DIR] [--base ID_OR_DIR] [--dataset ID_OR_DIR] [--token TOKEN] [--pairs N]
+        [--prompts N] [--max-new-tokens N] [--expect trained|smoke] [--out DIR]
 
 The target is the prefix of the student's Hub repositories (`<prefix>-dpo`, `<prefix>-ppo`,
-`<prefix>-reward-model`) or a local folder holding `dpo/`, `ppo/` and `reward-model/` (the notebook's
-`HW2_OUTPUT_DIR`); `--dpo`, `--ppo` and `--reward-model` name one checkpoint explicitly. Every checkpoint is
-loaded with the ordinary `from_pretrained`, whether it is a Hub id or a local folder, and compared with the
-base model (`--base`, default `$HW2_MODEL_ID` or SmolLM-135M-Instruct) on a fixed set of prompts and on
-held-out preference pairs (`--dataset`, default `$HW2_DATASET_ID` or the course dataset: its `test` split,
-else the notebook's seeded cut of `train`).
+`<prefix>-reward-model`, public by default) or a local folder holding `dpo/`, `ppo/` and `reward-model/` (the
+notebook's `HW2_OUTPUT_DIR`); `--dpo`, `--ppo` and `--reward-model` name one checkpoint explicitly. Private
+repositories need a token that can read them (`--token`, default `$HF_TOKEN`), passed to every Hub request.
+Every checkpoint is loaded with the ordinary `from_pretrained`, whether it is a Hub id or a local folder, and
+compared with the base model on a fixed set of prompts and on held-out preference pairs (`--dataset`, default
+`$HW2_DATASET_ID` or the course dataset: its `test` split, else the notebook's seeded cut of `train`). The base
+model is `--base`, else `$HW2_MODEL_ID`, else the `base_model` of the checkpoints' model cards, else the
+`_name_or_path` of a local checkpoint's config, else SmolLM-135M-Instruct.
 
-Per checkpoint the report has one pass/warn/fail line per check: it loads, has the expected architecture and
-a tokenizer with a chat template, differs from the base weights; greedy answers next to the base model's and
-their style (emoji rate, "as an AI" rate, length); for DPO the implicit-reward accuracy and margin and the
-KL drift from the base; for the reward model its pairwise accuracy and whether its score depends on the
-answer; for PPO the reward model's score of its answers against the base model's; and the model card (the
-bonus task). A checkpoint that cannot be loaded gets one line saying why; the others are still reviewed.
+The Hub: a review of local folders only, or under `HF_HUB_OFFLINE=1`, never contacts it (Hub ids then come
+from the local cache). Otherwise one probe with a short timeout comes first; when the Hub does not answer, the
+review goes on offline without retries, and what could not be read is marked `incomplete`: the reviewer's
+problem, not a failure of the student's checkpoint.
+
+Per checkpoint the report has one line per check, pass, warn, fail or incomplete: it loads, has the expected
+architecture and a tokenizer with a chat template, differs from the base weights; greedy answers next to the
+base model's, their style (emoji rate, "as an AI" rate, length) and whether they repeat themselves; for DPO the
+implicit-reward accuracy and margin and the KL drift from the base; for the reward model its pairwise accuracy
+and whether its score depends on the answer; for PPO the reward model's score of its answers against the base
+model's; and the model card (the bonus task). A checkpoint that cannot be loaded gets one line saying why; the
+others are still reviewed.
 
 The Markdown report goes to stdout and, with `--out DIR`, to `DIR/review.md` with `DIR/review.json`. The
-exit code is 0 whenever the review ran (failed checks included) and 2 on usage errors.
+exit code is 0 when the review is complete (failed checks included), 3 when it is incomplete (the Hub could not
+be reached, or the base model or the held-out pairs could not be loaded; no bonus is suggested then when a
+checkpoint could not be read) and 2 on usage errors.
 
 `--expect smoke` is for fast-dev-run checkpoints (a couple of steps on the tiny model): the quality checks
 then ask only for the right direction (better than chance, the pipeline works), not for a trained model.

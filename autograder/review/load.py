@@ -323,6 +323,8 @@ class Loader:
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             self.pairs_error = (f"held-out pairs from {self.dataset_id!r} unavailable: {type(error).__name__}: "
                                 f"{first[:200]}")
+            if self.hub_unreachable and not looks_local(self.dataset_id):
+                self.pairs_error += " (offline: give --dataset a local folder)"
 
     def load_card(self, source: str):
         """(card, problem): the checkpoint's model card, or why there is none."""

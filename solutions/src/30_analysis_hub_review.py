@@ -296,12 +296,11 @@ print(CARDS["ppo"].content[:1500])
 # nbgrader runs the notebook.
 #
 # The repositories and the collection are **public** by default: the course reviewers load your three models
-# from the Hub by name, and they cannot see private repositories. To keep
-# them private, set `HUB_PRIVATE = True` below and give the course staff read access, for example by setting
-# `REPO_NAME` to `<organisation>/llm-course-hw2` for an organisation the course account belongs to; the
-# reviewer then runs the review with a token that can read them (`--token` or `HF_TOKEN`). Note in the links
-# below that your repositories are private. An existing repository keeps its visibility: change it in the
-# repository's settings on the Hub.
+# from the Hub by name, and they cannot see private repositories. To keep them private instead, set
+# `HUB_PRIVATE = True` below and give the course staff read access, for example by setting `REPO_NAME` to
+# `<organisation>/llm-course-hw2` for an organisation the course account belongs to; the reviewers then use a
+# token that can read them. Say in the links below that your repositories are private. A repository that
+# already exists keeps its visibility: change it in the repository's settings on the Hub.
 
 # %%
 HUB_PRIVATE = False  # True: private repositories, which only accounts you share them with can review
