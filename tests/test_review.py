@@ -444,3 +444,16 @@ def test_an_answer_repeating_one_sentence_fails_the_generations_check(fixtures, 
     result = CheckpointReview("ppo", "ppo")
     reviewer.check_generations(result, model, AutoTokenizer.from_pretrained(fixtures.tiny))
     assert result.checks[0].status == "fail"
+
+
+def test_local_folder_naming_an_uncached_hub_base_asks_for_base_without_contacting_the_hub(fixtures, tmp_path,
+                                                                                        no_network):
+    for kind in ("dpo", "ppo"):
+        shutil.copytree(fixtures.tiny, tmp_path / kind)
+        (tmp_path / kind / "README.md").write_text("---\nbase_model: nobody-xyz/no-such-base-model\n---\n# DPO\n")
+    report = review(tmp_path, pairs=2, prompts=1, max_new_tokens=4, progress=False)
+    assert no_network == []
+    assert report["base_model"] == "nobody-xyz/no-such-base-model" and report["base_from"] == "the dpo model card"
+    assert report["status"] == "incomplete"
+    assert any("give --base a local folder" in reason for reason in report["incomplete"])
+    assert any("give --dataset a local folder" in reason for reason in report["incomplete"])

@@ -303,7 +303,11 @@ class Loader:
                 self.base_id, dtype=torch.float32, **self.hub_kwargs(self.base_id))).to(self.device).eval()
         except LoadFailure as failure:
             self.base_model = self.base_tokenizer = None
-            self.base_error = f"base model: {failure}; give --base a local folder of the base model"
+            if failure.unreachable:
+                self.base_error = (f"base model {self.base_id!r} is not in the local cache and the Hub is not used "
+                                   "(offline or unreachable): give --base a local folder of it, or retry online")
+            else:
+                self.base_error = f"base model: {failure}"
 
     def load_pairs(self) -> None:
         from datasets import load_dataset
