@@ -261,7 +261,8 @@ def wrapped(cause: BaseException, message: str) -> OSError:
 
 @pytest.mark.parametrize("error, expected", [
     (wrapped(hub_error(hub_errors.RepositoryNotFoundError, "404"), "x is not a local folder and is not a valid model "
-     "identifier listed on 'https://huggingface.co/models'"), "repository not found (or private: give --token or set HF_TOKEN)"),
+     "identifier listed on 'https://huggingface.co/models'"),
+     "repository not found (or private: give --token or set HF_TOKEN)"),
     (wrapped(hub_error(hub_errors.GatedRepoError, "403"), "You are trying to access a gated repo."),
      "gated repository"),
     (wrapped(hub_errors.LocalEntryNotFoundError("no cache"), "We couldn't connect to 'https://huggingface.co'"),

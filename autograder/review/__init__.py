@@ -148,7 +148,7 @@ def review(
     problems = [problem for problem in (reviewer.base_error, reviewer.pairs_error) if problem]
     incomplete = problems + [f"{kind}: {check.detail}" for kind, r in reviews.items() for check in r.checks
                              if check.status == INCOMPLETE]
-    if offline and hub not in ("reachable",) and not hub.startswith("not contacted"):
+    if not hub.startswith(("reachable", "not contacted")):  # the probe found the Hub unreachable
         incomplete.insert(0, f"{hub}: {UNREACHABLE_ADVICE}")
     report = {
         "target": str(target) if target is not None else None,

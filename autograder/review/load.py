@@ -77,7 +77,8 @@ def probe_hub(token: str | None = None, timeout: float = HUB_PROBE_TIMEOUT) -> s
                    headers={"authorization": f"Bearer {token}"} if token else None)
     except Exception as error:  # noqa: BLE001 (any failure to get an answer means unreachable)
         first = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
-        return f"could not reach the Hub at {constants.ENDPOINT} ({type(error).__name__}{': ' + first if first else ''})"
+        why = f"{type(error).__name__}: {first}" if first else type(error).__name__
+        return f"could not reach the Hub at {constants.ENDPOINT} ({why})"
     return None
 
 
