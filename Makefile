@@ -25,4 +25,4 @@ demo: fixtures
 	$(PY) -m autograder demo
 
 release: setup
-	$(PY) -m autograder release
+	$(PY) -m autograder release --bundle dist/student

@@ -56,3 +56,22 @@ def test_points_per_section_match_the_spec():
     assert sum(points[g] for g in data_prep) == pytest.approx(1)
     assert points["test_dpo_loss"] + points["test_get_log_prob"] == pytest.approx(2)
     assert points["test_dpo_training"] == pytest.approx(2)
+
+
+def test_student_bundle_holds_exactly_the_public_files(tmp_path):
+    from autograder.notebook.build import BUNDLE_FILES, write_bundle
+
+    bundle = tmp_path / "dist" / "student"
+    (bundle / "stale").mkdir(parents=True)  # whatever an earlier release left there goes
+    write_bundle(bundle)
+    assert sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*")) == sorted(BUNDLE_FILES)
+    assert (bundle / RELEASE_NOTEBOOK.name).read_text() == RELEASE_NOTEBOOK.read_text()
+    assert (bundle / "requirements.txt").read_text() == (REPO_ROOT / "requirements.txt").read_text()
+    for path in bundle.iterdir():
+        text = path.read_text()
+        for secret in ("BEGIN HIDDEN TESTS", "BEGIN SOLUTION", "grade_cell", "autograder", ".fixtures"):
+            assert secret not in text, (path.name, secret)
+    nbformat.validate(nbformat.read(bundle / RELEASE_NOTEBOOK.name, 4))
+    assert "public" in (bundle / "README.md").read_text()
+    with pytest.raises(ValueError):
+        write_bundle(REPO_ROOT)

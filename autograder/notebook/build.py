@@ -13,10 +13,15 @@ benchmarks and the grader execute exactly those (see `autograder.notebook.execut
 
 The student notebook `hw2_dpo_ppo.ipynb` is what `nbgrader generate_assignment` makes of the instructor
 notebook with the shipped `nbgrader_config.py`.
+
+`release --bundle DIR` (what `make release` runs, with `dist/student`) also writes the student bundle, the one
+folder to publish to students: the student notebook, `requirements.txt` and a short README (`STUDENT_README`).
+Nothing else goes there: no solutions, no `autograder/` package, no hidden tests, no fixtures.
 """
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,6 +41,24 @@ from autograder.layout import (
 )
 from autograder.notebook.course import init_course
 
+# The files of the student bundle, in the bundle: the student notebook, the pinned requirements, a README.
+BUNDLE_FILES = (NOTEBOOK_NAME, "requirements.txt", "README.md")
+STUDENT_README = f"""# Homework 2: align a small language model with DPO and PPO
+
+This folder is the whole assignment:
+
+- `{NOTEBOOK_NAME}`: the notebook. Fill in every `# ========== TODO ==========` cell; do not edit the locked
+  test cells. Run it in Colab or Kaggle (a GPU runtime) or on your own machine.
+- `requirements.txt`: the packages the notebook needs next to torch. In Colab or Kaggle the notebook's first
+  cell installs them; on your own machine run `pip install -r requirements.txt`.
+
+What to hand in:
+
+1. The notebook with your answers, run from top to bottom.
+2. Your three checkpoints on the Hugging Face Hub: the notebook pushes `<username>/llm-course-hw2-dpo`,
+   `-ppo` and `-reward-model` with their model cards, as **public** repositories so that reviewers can read
+   them. If you make them private, share them with the course staff as the notebook explains.
+"""
 KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
 
 
@@ -135,10 +158,27 @@ def build_all(source_out: Path = SOURCE_NOTEBOOK, release_out: Path = RELEASE_NO
     generate_release(source_out, release_out)
 
 
+def write_bundle(destination: Path, notebook: Path = RELEASE_NOTEBOOK) -> list[Path]:
+    """Write the student bundle to `destination` (emptied first): `BUNDLE_FILES` and nothing else."""
+    destination = Path(destination).resolve()
+    if destination in (REPO_ROOT, *REPO_ROOT.parents) or destination == Path.home():
+        raise ValueError(f"refusing to empty {destination}: give a folder of its own, such as dist/student")
+    if destination.exists():
+        shutil.rmtree(destination)
+    destination.mkdir(parents=True)
+    shutil.copyfile(notebook, destination / NOTEBOOK_NAME)
+    shutil.copyfile(REPO_ROOT / "requirements.txt", destination / "requirements.txt")
+    (destination / "README.md").write_text(STUDENT_README, encoding="utf-8")
+    return [destination / name for name in BUNDLE_FILES]
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.check:
         build_all()
         print(f"wrote {SOURCE_NOTEBOOK.relative_to(REPO_ROOT)} and {RELEASE_NOTEBOOK.relative_to(REPO_ROOT)}")
+        if args.bundle is not None:
+            files = write_bundle(args.bundle)
+            print(f"student bundle: {', '.join(str(path) for path in files)}")
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         source, release = Path(tmp) / "source.ipynb", Path(tmp) / "release.ipynb"
@@ -155,4 +195,7 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("release", help="build solutions/hw2_dpo_ppo.ipynb and the student release")
     parser.add_argument("--check", action="store_true", help="only check that the committed notebooks are fresh")
+    parser.add_argument("--bundle", type=Path, metavar="DIR",
+                        help="also write the student bundle (notebook, requirements.txt, README.md) to DIR, "
+                             "emptied first (make release: dist/student)")
     parser.set_defaults(func=run)

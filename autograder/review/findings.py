@@ -5,6 +5,9 @@ from typing import Any
 
 KINDS = ("dpo", "ppo", "reward-model")
 PASS, WARN, FAIL = "pass", "warn", "fail"
+# Not the student's result but the reviewer's problem: the Hub could not be reached, so this was not reviewed.
+INCOMPLETE = "incomplete"
+STATUSES = (PASS, WARN, FAIL, INCOMPLETE)
 
 
 @dataclass

@@ -3,6 +3,7 @@
 A load error becomes one line of the report (`explain_load_error`), never a traceback.
 """
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,8 +30,18 @@ SOURCE_PROBLEMS = ("no such folder", "repository not found", "gated repository",
                    "cannot be reached")
 
 
+# Seconds to wait for the Hub: one probe before the review, then each metadata request and download read.
+HUB_PROBE_TIMEOUT, HUB_ETAG_TIMEOUT, HUB_DOWNLOAD_TIMEOUT = 5.0, 5.0, 20.0
+UNREACHABLE_ADVICE = "retry later, or check the network and the token (--token or HF_TOKEN)"
+
+
 class LoadFailure(Exception):
-    """A checkpoint cannot be loaded; the message is the one line the report shows."""
+    """A checkpoint cannot be loaded; the message is the one line the report shows. `unreachable`: because the
+    Hub could not be reached (the reviewer's problem, not the student's)."""
+
+    def __init__(self, message: str, unreachable: bool = False):
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 def resolve_sources(target: str | Path | None, dpo=None, ppo=None, reward_model=None) -> dict[str, str | None]:
@@ -54,6 +65,105 @@ def hub_offline() -> bool:
     from huggingface_hub import constants
 
     return bool(constants.is_offline_mode())
+
+
+def probe_hub(token: str | None = None, timeout: float = HUB_PROBE_TIMEOUT) -> str | None:
+    """None when the Hub answers one request within `timeout` seconds, else why not (no retries)."""
+    import httpx
+    from huggingface_hub import constants
+
+    try:
+        httpx.head(constants.ENDPOINT, timeout=timeout, follow_redirects=False,
+                   headers={"authorization": f"Bearer {token}"} if token else None)
+    except Exception as error:  # noqa: BLE001 (any failure to get an answer means unreachable)
+        first = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
+        why = f"{type(error).__name__}: {first}" if first else type(error).__name__
+        return f"could not reach the Hub at {constants.ENDPOINT} ({why})"
+    return None
+
+
+@contextlib.contextmanager
+def hub_settings(offline: bool):
+    """The Hub as the review uses it: offline mode when `offline` (no request at all, the local cache only);
+    otherwise short timeouts and no long retry when a file is not in the cache. Restored afterwards."""
+    import datasets.config
+    from huggingface_hub import constants, file_download
+
+    saved = [(module, name, getattr(module, name)) for module, name in (
+        (constants, "HF_HUB_OFFLINE"), (constants, "HF_HUB_ETAG_TIMEOUT"), (constants, "HF_HUB_DOWNLOAD_TIMEOUT"),
+        (file_download, "_ETAG_RETRY_TIMEOUT"), (datasets.config, "HF_HUB_OFFLINE"))
+        if hasattr(module, name)]
+    constants.HF_HUB_ETAG_TIMEOUT = min(constants.HF_HUB_ETAG_TIMEOUT, HUB_ETAG_TIMEOUT)
+    constants.HF_HUB_DOWNLOAD_TIMEOUT = min(constants.HF_HUB_DOWNLOAD_TIMEOUT, HUB_DOWNLOAD_TIMEOUT)
+    file_download._ETAG_RETRY_TIMEOUT = HUB_ETAG_TIMEOUT
+    if offline:
+        constants.HF_HUB_OFFLINE = True
+        datasets.config.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)
+
+
+def card_base_model(folder: Path) -> str | None:
+    """`base_model` in the YAML metadata of a checkpoint folder's model card (the first, if it lists several)."""
+    from huggingface_hub import ModelCard
+
+    path = folder / "README.md"
+    if not path.is_file():
+        return None
+    try:
+        named = ModelCard.load(path).data.to_dict().get("base_model")
+    except Exception:  # noqa: BLE001 (a card that does not parse names nothing; its check reports it)
+        return None
+    named = named[0] if isinstance(named, list) and named else named
+    return str(named).rstrip("/") if isinstance(named, str) and named.strip() else None
+
+
+def config_base_model(folder: Path) -> str | None:
+    """The model a checkpoint folder was fine-tuned from, as its config.json records it (`_name_or_path`)."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    named = config.get("_name_or_path") if isinstance(config, dict) else None
+    return str(named).rstrip("/") if isinstance(named, str) and named.strip() else None
+
+
+def base_from_checkpoints(sources: dict[str, str | None], token: str | None = None,
+                          offline: bool = False) -> tuple[str | None, str | None]:
+    """(base model, where it was read) from the checkpoints: `base_model` of a model card, else a config's
+    `_name_or_path`. A local path that does not exist here is skipped; the Hub is asked only when not `offline`."""
+    from huggingface_hub import ModelCard
+
+    def usable(name: str | None) -> bool:
+        return bool(name) and (not looks_local(name) or Path(name).expanduser().is_dir())
+
+    for kind in KINDS:
+        source = sources.get(kind)
+        if not source:
+            continue
+        if looks_local(source):
+            named = card_base_model(Path(source).expanduser())
+        elif offline:
+            continue
+        else:
+            try:
+                named = ModelCard.load(source, token=token).data.to_dict().get("base_model")
+                named = named[0] if isinstance(named, list) and named else named
+                named = named if isinstance(named, str) else None
+            except Exception:  # noqa: BLE001
+                named = None
+        if usable(named):
+            return named, f"the {kind} model card"
+    for kind in KINDS:
+        source = sources.get(kind)
+        if source and looks_local(source):
+            named = config_base_model(Path(source).expanduser())
+            if usable(named) and normalise(named) != normalise(source):
+                return named, f"the {kind} config"
+    return None, None
 
 
 def torch_cuda_available() -> bool:
@@ -102,14 +212,14 @@ def explain_load_error(error: BaseException, source: str) -> tuple[str, bool]:
         return f"cannot load {source!r}: gated repository (accept its terms and set HF_TOKEN)", False
     if has("RepositoryNotFoundError") or "is not a valid model identifier" in text \
             or "not a valid repository name" in text:
-        return f"cannot load {source!r}: repository not found (or private: set HF_TOKEN)", False
+        return f"cannot load {source!r}: repository not found (or private: give --token or set HF_TOKEN)", False
     if has("RevisionNotFoundError"):
         return f"cannot load {source!r}: revision not found", False
     unreachable = has("LocalEntryNotFoundError", "OfflineModeIsEnabled") or "couldn't connect" in text \
         or any(name.endswith(("ConnectError", "ConnectionError", "Timeout", "TimeoutError")) for name in kinds)
     if unreachable:
-        return (f"cannot load {source!r}: not in the local cache and the Hub cannot be reached (offline); "
-                "review a local folder instead"), True
+        return (f"cannot load {source!r}: not in the local cache and the Hub cannot be reached (offline): "
+                f"{UNREACHABLE_ADVICE}, or review a local folder"), True
     if has("EntryNotFoundError", "RemoteEntryNotFoundError") or "does not appear to have a file named" in text:
         if looks_local(source):
             return f"{source!r} is not a model folder (config.json or the weights are missing)", False
@@ -155,12 +265,13 @@ class Loader:
     """Loads the base model, the held-out pairs, each checkpoint and its model card, for the review."""
 
     def __init__(self, base: str, dataset: str, pairs: int, prompts: int, max_new_tokens: int, expect: str,
-                 progress: bool):
-        self.base_id, self.dataset_id = base, dataset
+                 progress: bool, token: str | None = None, offline: bool | None = None):
+        self.base_id, self.dataset_id, self.token = base, dataset, token
         self.n_pairs, self.max_new_tokens, self.progress = pairs, max_new_tokens, progress
         self.expect = expect
         self.prompts = list(REVIEW_PROMPTS[:prompts])
-        self.hub_unreachable = hub_offline()
+        # Offline: every Hub id comes from the local cache, and nothing asks the Hub.
+        self.hub_unreachable = hub_offline() if offline is None else offline
         self.device = "cuda" if torch_cuda_available() else "cpu"  # models run in float32 on one device
         self.base_model = self.base_tokenizer = self.base_error = None
         self.pairs: list[dict[str, str]] = []
@@ -169,7 +280,10 @@ class Loader:
     # ---- loading
 
     def hub_kwargs(self, source: str) -> dict:
-        return {"local_files_only": True} if self.hub_unreachable and not looks_local(source) else {}
+        if looks_local(source):
+            return {}
+        kwargs = {"token": self.token} if self.token else {}
+        return {**kwargs, "local_files_only": True} if self.hub_unreachable else kwargs
 
     def guarded(self, source: str, load):
         try:
@@ -177,7 +291,7 @@ class Loader:
         except Exception as error:  # noqa: BLE001 (every failure becomes one line of the report)
             message, unreachable = explain_load_error(error, source)
             self.hub_unreachable |= unreachable
-            raise LoadFailure(message) from error
+            raise LoadFailure(message, unreachable) from error
 
     def load_base(self) -> None:
         import torch
@@ -190,13 +304,17 @@ class Loader:
                 self.base_id, dtype=torch.float32, **self.hub_kwargs(self.base_id))).to(self.device).eval()
         except LoadFailure as failure:
             self.base_model = self.base_tokenizer = None
-            self.base_error = f"base model: {failure}"
+            if failure.unreachable:
+                self.base_error = (f"base model {self.base_id!r} is not in the local cache and the Hub is not used "
+                                   "(offline or unreachable): give --base a local folder of it, or retry online")
+            else:
+                self.base_error = f"base model: {failure}"
 
     def load_pairs(self) -> None:
         from datasets import load_dataset
 
         try:
-            data = load_dataset(self.dataset_id)
+            data = load_dataset(self.dataset_id, **({"token": self.token} if self.token else {}))
             if "test" in data:
                 held_out = data["test"]
             else:
@@ -210,6 +328,8 @@ class Loader:
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             self.pairs_error = (f"held-out pairs from {self.dataset_id!r} unavailable: {type(error).__name__}: "
                                 f"{first[:200]}")
+            if self.hub_unreachable and not looks_local(self.dataset_id):
+                self.pairs_error += " (offline: give --dataset a local folder)"
 
     def load_card(self, source: str):
         """(card, problem): the checkpoint's model card, or why there is none."""
@@ -225,7 +345,7 @@ class Loader:
         else:
             target = source
         try:
-            return ModelCard.load(target), None
+            return ModelCard.load(target, token=None if looks_local(source) else self.token), None
         except Exception as error:  # noqa: BLE001
             names = {type(e).__name__ for e in error_chain(error)}
             if names & {"EntryNotFoundError", "RemoteEntryNotFoundError"}:

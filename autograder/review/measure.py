@@ -30,6 +30,24 @@ def style_figures(answers: list[str]) -> dict[str, float]:
     }
 
 
+# An answer repeats itself when at least this share of its word 3-grams are repeats of earlier ones (a sentence
+# said three times in a row scores 0.6; ordinary prose stays under 0.15). Shorter answers are not judged.
+REPEAT_NGRAM, REPEAT_RATIO, REPEAT_MIN_WORDS = 3, 0.5, 12
+
+
+def repetition_ratio(text: str, n: int = REPEAT_NGRAM) -> float:
+    """Share of the word n-grams of `text` that repeat an earlier one (0: none repeats; near 1: one phrase
+    over and over). Words are compared case-insensitively, punctuation kept."""
+    words = text.lower().split()
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return 1 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def is_degenerate(text: str) -> bool:
+    """Whether an answer of some length mostly repeats itself (see `REPEAT_RATIO`)."""
+    return len(text.split()) >= REPEAT_MIN_WORDS and repetition_ratio(text) >= REPEAT_RATIO
+
+
 def beta_from_card(text: str) -> float | None:
     """The DPO beta listed in a model card (a table row `| beta | 0.1 |` or `beta: 0.1`), if any."""
     number = r"(\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+)"

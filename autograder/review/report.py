@@ -1,12 +1,17 @@
 """The review as a report: the suggested bonus and the Markdown rendering."""
-from autograder.review.findings import FAIL, PASS, WARN, CheckpointReview
+from autograder.review.findings import FAIL, INCOMPLETE, PASS, STATUSES, WARN, CheckpointReview
 
 TITLES = {"dpo": "DPO", "ppo": "PPO", "reward-model": "Reward model"}
-ICONS = {PASS: "✅", WARN: "⚠️", FAIL: "❌"}
+ICONS = {PASS: "✅", WARN: "⚠️", FAIL: "❌", INCOMPLETE: "⏸️"}
 
 
-def suggest_bonus(reviews: dict[str, CheckpointReview]) -> tuple[int, str]:
-    """1 when all three checkpoints load and their cards name the base model and dataset and report metrics."""
+def suggest_bonus(reviews: dict[str, CheckpointReview]) -> tuple[int | None, str]:
+    """1 when all three checkpoints load and their cards name the base model and dataset and report metrics;
+    None (no suggestion) when a checkpoint or card could not be read because the Hub could not be reached."""
+    unread = [f"{kind}: {check.detail}" for kind, review in reviews.items() for check in review.checks
+              if check.status == INCOMPLETE]
+    if unread:
+        return None, "not suggested, the review is incomplete (" + "; ".join(unread) + ")"
     problems = []
     for kind, review in reviews.items():
         if review.source is None:
@@ -30,21 +35,33 @@ def plural(count: int, noun: str) -> str:
 def render_markdown(report: dict) -> str:
     """The review as Markdown: a summary, then one line per check and the sample answers of each checkpoint."""
     totals = report["summary"]
-    lines = [f"# Review of `{report['target'] or 'the given checkpoints'}`", "",
-             f"- base model: `{report['base_model']}`",
-             f"- held-out pairs: {report['settings']['pairs_used']} from `{report['dataset']}`",
-             f"- {plural(report['settings']['prompts'], 'review prompt')}, greedy answers of at most "
-             f"{report['settings']['max_new_tokens']} new tokens; expectations: {report['settings']['expect']}",
-             f"- reviewed in {report['seconds']:.0f} s",
-             f"- **{totals[PASS]} pass, {totals[WARN]} warn, {totals[FAIL]} fail**; suggested bonus: "
-             f"**{report['suggested_bonus']}** ({report['bonus_reason']})"]
+    settings = report["settings"]
+    counted = f"{totals[PASS]} pass, {totals[WARN]} warn, {totals[FAIL]} fail"
+    if totals.get(INCOMPLETE):
+        counted += f", {totals[INCOMPLETE]} incomplete"
+    bonus = report["suggested_bonus"] if report["suggested_bonus"] is not None else "none"
+    lines = [f"# Review of `{report['target'] or 'the given checkpoints'}`", ""]
+    if report.get("status") == "incomplete":
+        lines += [f"**Review incomplete** (the reviewer's problem, not the student's): "
+                  f"{'; '.join(report['incomplete'])}", ""]
+    base_from = f" (from {report['base_from']})" if report.get("base_from") else ""
+    lines += [f"- base model: `{report['base_model']}`{base_from}",
+              f"- held-out pairs: {settings['pairs_used']} from `{report['dataset']}`",
+              f"- greedy answers of at most {settings['max_new_tokens']} new tokens to "
+              f"{plural(settings['prompts'], 'review prompt')} and "
+              f"{plural(settings.get('held_out_prompts', 0), 'held-out prompt')}; expectations: {settings['expect']}",
+              f"- Hub: {report.get('hub', 'not recorded')}",
+              f"- reviewed in {report['seconds']:.0f} s",
+              f"- **{counted}**; suggested bonus: **{bonus}** ({report['bonus_reason']})"]
     for problem in report["problems"]:
         lines.append(f"- ⚠️ {problem}")
     for kind, review in report["checkpoints"].items():
-        counts = {status: sum(c["status"] == status for c in review["checks"]) for status in (PASS, WARN, FAIL)}
+        counts = {status: sum(c["status"] == status for c in review["checks"]) for status in STATUSES}
         source = f"`{review['source']}`" if review["source"] else "(not given)"
-        lines += ["", f"## {TITLES[kind]}: {source}", "",
-                  f"{counts[PASS]} pass, {counts[WARN]} warn, {counts[FAIL]} fail", ""]
+        counted = f"{counts[PASS]} pass, {counts[WARN]} warn, {counts[FAIL]} fail"
+        if counts[INCOMPLETE]:
+            counted += f", {counts[INCOMPLETE]} incomplete"
+        lines += ["", f"## {TITLES[kind]}: {source}", "", counted, ""]
         for check in review["checks"]:
             lines.append(f"- {ICONS[check['status']]} **{check['status']}** · {check['name']}: {check['detail']}")
         if review["generations"]:

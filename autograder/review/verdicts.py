@@ -5,7 +5,7 @@ import re
 from tqdm.auto import tqdm
 
 from autograder.checks.reference import format_example
-from autograder.review.findings import FAIL, PASS, WARN, CheckpointReview
+from autograder.review.findings import FAIL, INCOMPLETE, PASS, WARN, CheckpointReview
 from autograder.review.load import MAX_HELD_OUT_PROMPTS, SOURCE_PROBLEMS, Loader, LoadFailure, normalise
 from autograder.review.measure import (
     MAX_ANSWER_TOKENS,
@@ -16,7 +16,9 @@ from autograder.review.measure import (
     conversation,
     describe_style,
     generate_answers,
+    is_degenerate,
     mean,
+    repetition_ratio,
     reward_scores,
     sequence_kl,
     style_figures,
@@ -135,8 +137,19 @@ class Reviewer(Loader):
         ]
         style = style_figures(texts)
         same = sum(a == b for a, b in zip(texts, base_texts)) if base_texts else 0
-        detail = f"{len(prompts)} greedy answers, {self.max_new_tokens} new tokens at most"
-        if self.expect == "trained" and style["empty_rate"] > 0.5:
+        held_out = len(prompts) - len(self.prompts)
+        detail = (f"{len(prompts)} greedy answers ({len(self.prompts)} review prompts, {held_out} held-out prompts), "
+                  f"{self.max_new_tokens} new tokens at most")
+        repeating = [(prompt, text) for prompt, text in zip(prompts, texts) if is_degenerate(text)]
+        if self.expect == "trained" and repeating:
+            prompt, text = repeating[0]
+            status = FAIL if len(repeating) > len(texts) / 2 else WARN
+            shown = text if len(text) <= 160 else text[:160] + "…"
+            review.add("generations", status, f"{detail}; {len(repeating)} repeat themselves (degenerate text), e.g. "
+                                              f"the answer to {prompt!r} ({repetition_ratio(text):.0%} repeated "
+                                              f"3-grams): {shown!r}", prompts=len(prompts), identical_to_base=same,
+                       repeating=[p for p, _ in repeating])
+        elif self.expect == "trained" and style["empty_rate"] > 0.5:
             review.add("generations", WARN, f"{detail}; {style['empty_rate']:.0%} are empty: does generation stop "
                                             "at once?", prompts=len(prompts), identical_to_base=same)
         elif self.expect == "trained" and base_texts and same == len(texts):
@@ -189,6 +202,9 @@ class Reviewer(Loader):
                      metrics=False, hyperparameters=False, samples=False, complete=False)
         if card is None:
             found["present"] = problem is not None and "does not parse" in problem
+            if problem is not None and "cannot be reached" in problem:
+                review.add("model card", INCOMPLETE, problem, **found)
+                return
             review.add("model card", WARN, f"{problem}: bonus criteria not met", **found)
             return
         data = card.data.to_dict()
@@ -241,7 +257,8 @@ class Reviewer(Loader):
                 self.review_policy(review, card)
         except LoadFailure as failure:
             review.error = str(failure)
-            review.add("loads", FAIL, review.error)
+            # The Hub could not be reached: the reviewer's problem, so not a failure of the checkpoint.
+            review.add("loads", INCOMPLETE if failure.unreachable else FAIL, review.error)
             if any(problem in review.error for problem in SOURCE_PROBLEMS):
                 return review  # there is nothing to read a model card from either
         except Exception as error:  # noqa: BLE001 (a crash of one review must not stop the others)

@@ -303,14 +303,22 @@ print(CARDS["ppo"].content[:1500])
 # Push the three checkpoints with their tokenizers and cards, and gather them into a collection. Pushing is
 # skipped (with the reason) in the `demo` and `fast` profiles, offline, with `HW2_PUSH_TO_HUB=0`, and when
 # nbgrader runs the notebook.
+#
+# The repositories and the collection are **public** by default: the course reviewers load your three models
+# from the Hub by name, and they cannot see private repositories. To keep them private instead, set
+# `HUB_PRIVATE = True` below and give the course staff read access, for example by setting `REPO_NAME` to
+# `<organisation>/llm-course-hw2` for an organisation the course account belongs to; the reviewers then use a
+# token that can read them. Say in the links below that your repositories are private. A repository that
+# already exists keeps its visibility: change it in the repository's settings on the Hub.
 
 # %%
+HUB_PRIVATE = False  # True: private repositories, which only accounts you share them with can review
 HUB_REPOS = {name: f"{REPO_NAME}-{name}" for name in ("dpo", "ppo", "reward-model")}
 if PUSH_TO_HUB:
     api = HfApi()
-    collection = api.create_collection(title="LLM course HW2: DPO and PPO", private=True, exists_ok=True)
+    collection = api.create_collection(title="LLM course HW2: DPO and PPO", private=HUB_PRIVATE, exists_ok=True)
     for name, repo_id in HUB_REPOS.items():
-        api.create_repo(repo_id, private=True, exist_ok=True)
+        api.create_repo(repo_id, private=HUB_PRIVATE, exist_ok=True)
         api.upload_folder(repo_id=repo_id, folder_path=OUTPUT_DIR / name, commit_message="Upload homework 2 model")
         api.add_collection_item(collection.slug, item_id=repo_id, item_type="model", exists_ok=True)
         print(f"pushed {OUTPUT_DIR / name} to https://huggingface.co/{repo_id}")
