@@ -624,7 +624,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     grade.set_defaults(func=bench_grade)
 
     ppo = benches.add_parser("ppo", help="a longer PPO run: reward and KL per update, JSON and plot")
-    ppo.add_argument("--updates", type=int, default=48, help="PPO updates (batches of the demo profile's size)")
+    ppo.add_argument("--updates", type=int, default=24, help="PPO updates (batches of the demo profile's size)")
     ppo.add_argument("--reward-model", default=str(REPO_ROOT / "demo-outputs" / "reward-model"),
                      help="the reward model (default: the one `python -m autograder demo` saved)")
     ppo.add_argument("--seed", type=int, default=42)
