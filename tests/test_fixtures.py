@@ -9,7 +9,10 @@ from datasets import load_dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from autograder.fixtures.build import MARKER, FixtureError, build_atomically, build_fixtures, locate_gguf
-from autograder.fixtures.synthetic import TOPICS, has_emoji, make_preference_rows, make_unseen_texts, prompt_table
+from autograder.fixtures.synthetic import (
+    FLIP_RATE, STYLE_LEVELS, TOPICS, has_emoji, make_preference_pairs, make_preference_rows, make_unseen_texts,
+    prompt_table,
+)
 from autograder.layout import REPO_ROOT
 
 CHAT = [{"role": "user", "content": "Hi! What do you like to do on rainy weekends?"}]
@@ -77,12 +80,32 @@ def test_preference_splits_have_the_human_like_dpo_schema(preferences):
     assert not set(train["prompt"]) & set(test["prompt"])
 
 
-def test_chosen_answers_are_emoji_rich_and_rejected_ones_are_not(preferences):
+def is_as_an_ai(text: str) -> bool:
+    return "AI" in text or "artificial intelligence" in text
+
+
+def test_chosen_answers_are_usually_warmer_but_the_styles_overlap(preferences):
     train = preferences["train"]
-    assert sum(map(has_emoji, train["chosen"])) >= 0.98 * len(train)
-    assert sum(map(has_emoji, train["rejected"])) <= 0.02 * len(train)
-    assert sum("?" in text for text in train["chosen"]) >= 0.5 * len(train)
-    assert sum("AI" in text or "artificial intelligence" in text for text in train["rejected"]) >= 0.98 * len(train)
+    n = len(train)
+    chosen_emoji, rejected_emoji = sum(map(has_emoji, train["chosen"])), sum(map(has_emoji, train["rejected"]))
+    assert chosen_emoji >= 0.6 * n and rejected_emoji <= 0.35 * n and chosen_emoji - rejected_emoji >= 0.4 * n
+    assert sum(map(is_as_an_ai, train["rejected"])) >= 0.5 * n >= 2 * sum(map(is_as_an_ai, train["chosen"]))
+    assert sum("?" in text for text in train["chosen"]) >= 0.5 * n
+    # No single style marker separates the pairs: in some the rejected answer has the emoji and the chosen one not.
+    contradicting = sum(has_emoji(r) and not has_emoji(c) for c, r in zip(train["chosen"], train["rejected"]))
+    assert 0.02 * n <= contradicting <= 0.2 * n
+
+
+def test_preference_pairs_are_graded_and_partly_flipped():
+    pairs = make_preference_pairs(1400, seed=2024)
+    assert [pair.row() for pair in pairs] == make_preference_rows(1400, seed=2024)
+    assert all(pair.chosen_level != pair.rejected_level and pair.chosen != pair.rejected for pair in pairs)
+    assert all(0 <= level < len(STYLE_LEVELS) for pair in pairs for level in (pair.chosen_level, pair.rejected_level))
+    flipped = sum(pair.flipped for pair in pairs) / len(pairs)
+    assert abs(flipped - FLIP_RATE) <= 0.03
+    margins = [abs(pair.chosen_level - pair.rejected_level) for pair in pairs]
+    counts = {margin: margins.count(margin) for margin in range(1, len(STYLE_LEVELS))}
+    assert all(counts.values()) and counts[1] == max(counts.values())  # every margin occurs, subtle ones most
 
 
 def test_answers_are_short_enough_for_cpu_training(fixtures, preferences):

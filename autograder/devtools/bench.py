@@ -1,4 +1,4 @@
-"""`python -m autograder bench {dpo,logprob,grade}`: measure the kit's hot paths.
+"""`python -m autograder bench {dpo,logprob,grade,ppo}`: measure the kit's hot paths and PPO's learning curve.
 
 - `bench dpo [--device cpu|cuda] [--steps N] [--trl-config default|fastest|both] [--json]`: the solution
   notebook's DPO loop (its library cells, loaded with `autograder.notebook.execute.load_namespace`, not a copy)
@@ -11,6 +11,10 @@
   `log_softmax` + `gather`, forward and forward + backward, each measured in a fresh subprocess.
 - `bench grade [--students N]`: grades N copies of the solution with `--jobs 1` and `--jobs 2` and reports
   the seconds per submission and the class throughput.
+- `bench ppo [--updates N] [--reward-model DIR] [--out PREFIX]`: a longer PPO run than the demo's, with the
+  notebook's own `make_ppo_config`/`build_ppo_trainer` and the `demo` profile's PPO settings, on the SmolLM2
+  fixture and the reward model the demo saved. Writes the reward and KL of every update to PREFIX.json and a
+  plot to PREFIX.png (default `docs/ppo_bench`).
 
 Timings depend on the machine and on its load: compare the numbers of one run, and read `load_avg` in the
 output (the 1-minute load average of the machine, before and after).
@@ -559,6 +563,103 @@ def bench_grade(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- command line
 
 
+# ---------------------------------------------------------------- bench ppo
+
+
+def ppo_summary(updates: list[dict]) -> dict:
+    """Mean score of the first and the last quarter of the updates, and the KL at the end."""
+    quarter = max(1, len(updates) // 4)
+    mean = lambda rows: sum(row["objective/scores"] for row in rows) / len(rows)  # noqa: E731
+    return {"first_quarter_score": mean(updates[:quarter]), "last_quarter_score": mean(updates[-quarter:]),
+            "final_kl": updates[-1]["objective/kl"], "max_kl": max(row["objective/kl"] for row in updates),
+            "updates": len(updates)}
+
+
+def plot_ppo(result: dict, path: Path) -> None:
+    """Score, KL and finished-answer share per update, with a running mean of the score."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    updates, batch = result["updates"], result["settings"]["batch_size"]
+    x = [row["update"] for row in updates]
+    scores = [row["objective/scores"] for row in updates]
+    window = max(1, len(scores) // 8)
+    running = [sum(scores[max(0, i - window + 1): i + 1]) / len(scores[max(0, i - window + 1): i + 1])
+               for i in range(len(scores))]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    axes[0].plot(x, scores, marker=".", alpha=0.5, label="objective/scores (one batch)")
+    axes[0].plot(x, running, lw=2, label=f"running mean of {window} updates")
+    axes[0].plot(x, [row["objective/rlhf_reward"] for row in updates], alpha=0.5, label="objective/rlhf_reward")
+    axes[0].axhline(0, color="gray", lw=0.5)
+    axes[0].set_ylabel("mean reward per answer (after EOS penalty)")
+    axes[0].legend(fontsize=8)
+    axes[1].plot(x, [row["objective/kl"] for row in updates], marker=".", color="tab:red")
+    axes[1].set_ylabel("KL to the reference (nats per answer)")
+    axes[2].plot(x, [row["val/num_eos_tokens"] / batch for row in updates], marker=".", color="tab:green")
+    axes[2].set_ylabel("end-of-turn tokens per answer")
+    for ax, title in zip(axes, ("reward", "KL", "finished answers")):
+        ax.set_xlabel("PPO update")
+        ax.set_title(f"PPO {title}")
+    summary = result["summary"]
+    fig.suptitle(f"{result['command']}: first-quarter score {summary['first_quarter_score']:.2f}, last quarter "
+                 f"{summary['last_quarter_score']:.2f}, final KL {summary['final_kl']:.2f}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def bench_ppo(args: argparse.Namespace) -> int:
+    import transformers
+
+    from autograder.fixtures.build import build_fixtures
+    from autograder.notebook.execute import environment
+
+    reward_model = Path(args.reward_model).resolve()
+    if not (reward_model / "config.json").is_file():
+        print(f"error: no reward model in {reward_model}; run `python -m autograder demo` first (it saves one) or "
+              "pass --reward-model DIR", file=sys.stderr)
+        return 2
+    transformers.logging.set_verbosity_error()
+    fixtures = build_fixtures()
+    load_start = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="hw2-bench-ppo-") as tmp:
+        with redirect_stdout(sys.stderr):
+            ns, env = notebook_namespace(fixtures.smollm2, Path(tmp) / "outputs")
+        with environment(env):
+            ns["PPO_TOTAL_EPISODES"] = args.updates * ns["PPO_BATCH_SIZE"]
+            settings = {**ns["PPO_HPARAMS"], "total_episodes": ns["PPO_TOTAL_EPISODES"]}
+            ns["set_seed"](args.seed)
+            tokenizer = ns["set_chat_safe_pad_token"](ns["load_tokenizer"](ns["MODEL_ID"], padding_side="left"))
+            value_model, reward, policy, ref_policy = ns["load_ppo_models"](ns["MODEL_ID"], reward_model, tokenizer)
+            train_pairs, eval_pairs = ns["held_out_split"](ns["DATASET_ID"], size=ns["EVAL_SIZE"])
+            prompts = [pairs.map(ns["tokenize_prompt"], fn_kwargs={"tokenizer": tokenizer},
+                                 remove_columns=pairs.column_names) for pairs in (train_pairs, eval_pairs)]
+            trainer = ns["build_ppo_trainer"](ns["make_ppo_config"](Path(tmp) / "ppo"), tokenizer, value_model,
+                                              reward, policy, ref_policy, *prompts)
+            start = time.perf_counter()
+            trainer.train()
+            seconds = time.perf_counter() - start
+    keys = ("episode", "objective/scores", "objective/rlhf_reward", "objective/kl", "objective/entropy",
+            "val/num_eos_tokens", "policy/approxkl_avg", "policy/clipfrac_avg")
+    updates = [{"update": i + 1, **{key: row[key] for key in keys}}
+               for i, row in enumerate(r for r in trainer.state.log_history if "objective/scores" in r)]
+    result = {"bench": "ppo", "command": "python -m autograder " + " ".join(sys.argv[1:]),
+              "date": time.strftime("%Y-%m-%d", time.gmtime()), "machine": machine(), "settings": settings,
+              "seed": args.seed, "reward_model": str(reward_model), "seconds": round(seconds, 1),
+              "load_avg": [load_start, os.getloadavg()[0]], "summary": ppo_summary(updates), "updates": updates}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    plot_ppo(result, out.with_suffix(".png"))
+    summary = result["summary"]
+    print(f"PPO, {summary['updates']} updates in {seconds:.0f} s: mean score first quarter "
+          f"{summary['first_quarter_score']:.3f}, last quarter {summary['last_quarter_score']:.3f}; KL at the end "
+          f"{summary['final_kl']:.2f} (max {summary['max_kl']:.2f}). Wrote {out.with_suffix('.json')} and "
+          f"{out.with_suffix('.png')}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("bench", help="benchmark the DPO loop against TRL, log-prob memory, grading")
     benches = parser.add_subparsers(dest="bench", required=True)
@@ -596,6 +697,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     grade.add_argument("--json", action="store_true", help="print only the JSON line")
     grade.add_argument("--save", help="also append the JSON line to this file")
     grade.set_defaults(func=bench_grade)
+
+    ppo = benches.add_parser("ppo", help="a longer PPO run: reward and KL per update, JSON and plot")
+    ppo.add_argument("--updates", type=int, default=24, help="PPO updates (batches of the demo profile's size)")
+    ppo.add_argument("--reward-model", default=str(REPO_ROOT / "demo-outputs" / "reward-model"),
+                     help="the reward model (default: the one `python -m autograder demo` saved)")
+    ppo.add_argument("--seed", type=int, default=42)
+    ppo.add_argument("--out", default=str(REPO_ROOT / "docs" / "ppo_bench"), help="writes OUT.json and OUT.png")
+    ppo.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    ppo.set_defaults(func=with_threads(bench_ppo))
 
     plot = benches.add_parser("plot", help="plot results saved with --save")
     plot.add_argument("results", help="a file of JSON lines written by --save")

@@ -10,6 +10,16 @@ from autograder.notebook.execute import execute_notebook, offline_env
 from autograder.review import review
 
 
+def ppo_summary(ppo: dict) -> str:
+    """One line on whether PPO learned: mean score of the first and last quarter of the updates, final KL."""
+    if "first_quarter_score" not in ppo:
+        return "PPO summary: no per-update scores in metrics.json"
+    change = ppo["last_quarter_score"] - ppo["first_quarter_score"]
+    return (f"PPO summary: mean score (after the missing-EOS penalty) {ppo['first_quarter_score']:.3f} in the first "
+            f"quarter of the {ppo['updates']} updates, {ppo['last_quarter_score']:.3f} in the last quarter "
+            f"({change:+.3f}); KL to the reference at the end {ppo['final_kl']:.2f} nats per answer")
+
+
 def run(args: argparse.Namespace) -> int:
     fixtures = build_fixtures()
     out = args.out.resolve()
@@ -26,7 +36,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"plot: {plot}")
     metrics = out / "metrics.json"
     if metrics.exists():
-        print(json.dumps(json.loads(metrics.read_text()), indent=2))
+        values = json.loads(metrics.read_text())
+        print(json.dumps({name: ({k: v for k, v in value.items() if k != "per_update"} if name == "ppo" else value)
+                          for name, value in values.items()}, indent=2))
+        print(ppo_summary(values.get("ppo", {})))
     print("\nReviewing the saved checkpoints as a reviewer would (python -m autograder review):")
     base = fixtures.tiny if args.profile == "fast" else fixtures.smollm2
     review(out, base=base, dataset=fixtures.preferences, expect="smoke" if args.profile == "fast" else "trained",
