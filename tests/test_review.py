@@ -34,7 +34,7 @@ from autograder.review.measure import (
 from autograder.review.report import render_markdown, suggest_bonus
 from autograder.review.verdicts import Reviewer
 
-SMALL = dict(pairs=6, prompts=2, max_new_tokens=8, progress=False)
+SMALL = dict(pairs=32, prompts=2, max_new_tokens=8, progress=False)  # 32 pairs: 12% of labels are flipped
 EXPECTED_CHECKS = {
     "dpo": ["architecture", "loads", "tokenizer", "differs from base", "generations", "style", "implicit reward",
             "KL drift", "model card"],

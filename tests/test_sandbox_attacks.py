@@ -35,6 +35,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from autograder.grading.result import points_sentence
 from autograder.grading.submission import autograded_tests, fill_answers, read_answers, solution_answers
 from autograder.layout import RELEASE_NOTEBOOK, REPO_ROOT, SOURCE_NOTEBOOK
 
@@ -1258,8 +1259,11 @@ def test_markdown_feedback_cannot_be_forged(attack_run):
     assert len(scores) == 1 and scores[0].startswith("Automatic score: **0 /"), scores
     assert [r.split("`")[1] for r in rows] == tests, rows
     assert sections == [f"## {gid}" for gid in tests], sections
-    stray = [line for line in outside if line.strip() and not (line.startswith(("# ", "## ", "| ", "> "))
-                                                                 or line.startswith("Automatic score"))]
+    record = json.loads((attack_run.out / "markdown_injection.json").read_text())
+    (points,) = points_sentence(record["points"])  # the grader's own sentence on what the homework is out of
+    assert outside.count(points) == 1
+    stray = [line for line in outside if line.strip() and line != points
+             and not (line.startswith(("# ", "## ", "| ", "> ")) or line.startswith("Automatic score"))]
     assert stray == [], stray
 
 

@@ -32,8 +32,9 @@ exit code is 0 when the review is complete (failed checks included), 3 when it i
 be reached, or the base model or the held-out pairs could not be loaded; no bonus is suggested then when a
 checkpoint could not be read) and 2 on usage errors.
 
-`--expect smoke` is for fast-dev-run checkpoints (a couple of steps on the tiny model): the quality checks
-then ask only for the right direction (better than chance, the pipeline works), not for a trained model.
+`--expect smoke` is for fast-dev-run checkpoints (a couple of steps on the tiny model): the held-out
+accuracies are measured and reported but not judged (the pipeline works; a couple of steps on preferences
+with noisy labels need not find the direction yet).
 """
 import argparse
 import json
@@ -94,7 +95,7 @@ def review(
         dataset: the preference dataset of the held-out pairs (default `$HW2_DATASET_ID` or the course's).
         pairs: held-out pairs to evaluate; prompts: review prompts to answer (at most 8);
         max_new_tokens: the length limit of the greedy answers.
-        expect: "trained" (course thresholds) or "smoke" (fast-dev-run checkpoints: only the direction).
+        expect: "trained" (course thresholds) or "smoke" (fast-dev-run checkpoints: accuracies reported, not judged).
         out: when given, `review.md` and `review.json` are written there.
         progress: show progress bars (on stderr); echo: print the Markdown report to stdout.
         token: a Hugging Face token that can read the repositories (default `$HF_TOKEN`); never reported.
@@ -216,7 +217,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"review prompts to answer, at most {len(REVIEW_PROMPTS)} (default all)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="length limit of the answers (default 64)")
     parser.add_argument("--expect", choices=EXPECTATIONS, default="trained",
-                        help="trained: course thresholds; smoke: fast-dev-run checkpoints, only the direction counts")
+                        help="trained: course thresholds; smoke: fast-dev-run checkpoints, accuracies reported, not judged")
     parser.add_argument("--out", type=Path, help="write review.md and review.json to this folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=lambda args: run(args, parser))

