@@ -281,3 +281,43 @@ def test_grading_kernel_refuses_network_sockets_and_too_wide_a_folder(tmp_path):
     (tmp_path / "ipc.json").write_text(json.dumps({**connection, "transport": "ipc", "ip": str(tmp_path / "k")}))
     run = run_grading_kernel(tmp_path / "ipc.json", "/")
     assert run.returncode == 2 and "too wide" in run.stderr
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap: apt-get install -y bubblewrap")
+def test_grading_kernel_stops_and_cleans_up_when_nbgrader_dies(tmp_path):
+    """nbgrader killed mid-run: its sandboxed kernel must not live on, and its scratch folder must go."""
+    import os
+    import signal
+    import tempfile
+    import time
+
+    connection = {"transport": "ipc", "ip": str(tmp_path / "kernel"), "key": "k", "signature_scheme": "hmac-sha256",
+                  **{f"{name}_port": port for port, name in enumerate(("shell", "iopub", "stdin", "control", "hb"), 1)}}
+    (tmp_path / "connection.json").write_text(json.dumps(connection))
+    (tmp_path / "work").mkdir()
+    launcher = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-m', 'autograder.grading.kernel', "
+                f"{str(tmp_path / 'connection.json')!r}]); time.sleep(600)")
+    parent = subprocess.Popen([sys.executable, "-c", launcher], cwd=tmp_path / "work",
+                              env={**nbgrader_env(), "PYTHONPATH": str(REPO_ROOT)})
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "kernel-1").exists() and time.monotonic() < deadline:  # the kernel bound its sockets
+        time.sleep(0.5)
+    assert (tmp_path / "kernel-1").exists(), "the sandboxed kernel did not start"
+    try:
+        wrapper = next(int(pid) for pid in os.listdir("/proc") if pid.isdigit()
+                       and Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:3]
+                       == [b"-m", b"autograder.grading.kernel"]
+                       and f"{tmp_path}".encode() in Path(f"/proc/{pid}/cmdline").read_bytes())
+        scratch = list(Path(tempfile.gettempdir()).glob(f"hw2-kernel-{wrapper}-*"))
+        assert scratch, "the wrapper's scratch folder"
+    finally:
+        parent.send_signal(signal.SIGKILL)  # nbgrader dies
+        parent.wait()
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{wrapper}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not Path(f"/proc/{wrapper}").exists() or b"zombie" in Path(f"/proc/{wrapper}/status").read_bytes().lower()
+    assert not any(path.exists() for path in scratch), "the scratch folder is removed"
+    leftovers = [pid for pid in os.listdir("/proc") if pid.isdigit()
+                 and f"{tmp_path}".encode() in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert leftovers == [], "no process of the sandbox is left"

@@ -113,6 +113,10 @@ def main(argv: list[str]) -> int:
     if bwrap_path() is None:
         print("the hw2 grading kernel needs bubblewrap: apt-get install -y bubblewrap", file=sys.stderr)
         return 2
+    parent = os.getppid()
+    die_with_parent(signal.SIGTERM)  # nbgrader gone: stop the kernel (the handler below) and clean up
+    if os.getppid() != parent:
+        return 1
     connection = read_connection(Path(argv[0]))
     workdir = Path.cwd().resolve()
     if workdir == REPO_ROOT or workdir in {*REPO_ROOT.parents, Path.home().resolve(), Path("/")}:

@@ -198,10 +198,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def die_with_parent() -> None:
-    """Ask the kernel to kill this process when its parent dies (PR_SET_PDEATHSIG)."""
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Ask the kernel to send `sig` to this process when its parent dies (PR_SET_PDEATHSIG)."""
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL)
+    libc.prctl(1, sig)
 
 
 @contextlib.contextmanager
