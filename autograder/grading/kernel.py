@@ -25,8 +25,8 @@ import tempfile
 from pathlib import Path
 
 from autograder.grading.sandbox import (
-    KERNEL_SCRATCH_PREFIX, NOBODY, SCRATCH, PidsCgroup, SandboxSettings, bwrap_path, die_with_parent, python_mounts, sandbox_environment,
-    system_mounts, write_identity_files,
+    KERNEL_SCRATCH_PREFIX, SCRATCH, PidsCgroup, SandboxSettings, bwrap_base, bwrap_path, die_with_parent,
+    sandbox_environment, write_identity_files,
 )
 from autograder.layout import REPO_ROOT
 
@@ -73,11 +73,7 @@ def kernel_command(connection: dict, scratch: Path, workdir: Path, fixtures: Pat
     """The bwrap command line that runs ipykernel on `connection` (a connection file's content) in `workdir`."""
     sockets = Path(connection["ip"]).parent  # ZeroMQ ipc sockets are files named <ip>-<port>
     (scratch / "connection.json").write_text(json.dumps(connection))
-    command = [bwrap_path() or "bwrap", "--unshare-all", "--die-with-parent", "--new-session",
-               "--uid", str(NOBODY), "--gid", str(NOBODY), "--hostname", "sandbox",
-               "--tmpfs", "/tmp", *system_mounts(), *python_mounts(),
-               "--ro-bind", str(scratch / "etc" / "passwd"), "/etc/passwd",
-               "--ro-bind", str(scratch / "etc" / "group"), "/etc/group",
+    command = [*bwrap_base(scratch),
                "--ro-bind", str(scratch / "connection.json"), CONNECTION_FILE,
                "--ro-bind", str(REPO_ROOT / "autograder"), str(REPO_ROOT / "autograder")]
     if fixtures is not None and fixtures.is_dir():

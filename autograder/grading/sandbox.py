@@ -102,12 +102,18 @@ def sandbox_environment(settings: SandboxSettings) -> dict[str, str]:
     return env
 
 
+def bwrap_base(scratch: Path) -> list[str]:
+    """The start of every sandbox's command line: namespaces, `nobody`, a private /tmp, the system and Python
+    read-only, and the passwd/group files of `write_identity_files(scratch)`."""
+    return [bwrap_path() or "bwrap", "--unshare-all", "--die-with-parent", "--new-session",
+            "--uid", str(NOBODY), "--gid", str(NOBODY), "--hostname", "sandbox",
+            "--tmpfs", "/tmp", *system_mounts(), *python_mounts(),
+            "--ro-bind", str(scratch / "etc" / "passwd"), "/etc/passwd",
+            "--ro-bind", str(scratch / "etc" / "group"), "/etc/group"]
+
+
 def bwrap_command(settings: SandboxSettings, scratch: Path, read_fd: int, write_fd: int) -> list[str]:
-    command = [bwrap_path() or "bwrap", "--unshare-all", "--die-with-parent", "--new-session",
-               "--uid", str(NOBODY), "--gid", str(NOBODY), "--hostname", "sandbox",
-               "--tmpfs", "/tmp", *system_mounts(), *python_mounts(),
-               "--ro-bind", str(scratch / "etc" / "passwd"), "/etc/passwd",
-               "--ro-bind", str(scratch / "etc" / "group"), "/etc/group"]
+    command = bwrap_base(scratch)
     for path in settings.read_only:
         command += ["--ro-bind", str(path), str(path)]
     command += ["--ro-bind", str(EXERCISE_PACKAGE), MOUNTED_PACKAGE,
