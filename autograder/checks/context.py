@@ -1,4 +1,5 @@
-"""What the checks share: the real tokenizer and the tiny model, loaded once, plus a cache of references."""
+"""What the checks share: the real tokenizer and the tiny model, loaded once, plus the cache of references that
+do not depend on the submission (kept for every submission a judge process grades)."""
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -85,10 +86,41 @@ class CheckContext:
         return self._shared_dir
 
     def cached(self, key, compute: Callable):
-        """`compute()` once per context: reference values do not depend on the student's code."""
+        """`compute()` once per context and run salt, for every submission a judge process grades.
+
+        Only for values the judge computes from its own inputs (`key` names them; the salt of the checks'
+        random inputs is added to it), never from what student code returned. Each call gets a `fresh` copy,
+        so a check that changes what it got cannot change what the next submission is compared with.
+        """
+        from autograder.checks.framework import salted
+
+        key = (salted(0), key)
         if key not in self._cache:
             self._cache[key] = compute()
-        return self._cache[key]
+        return fresh(self._cache[key])
+
+    def cached_count(self) -> int:
+        """How many values `cached` holds: 0 until the first submission of a judge process computes them."""
+        return len(self._cache)
+
+
+def fresh(value):
+    """A copy of a cached value that shares nothing mutable with it: new containers, detached tensor clones.
+
+    Other objects (tokenizers, models, paths) come back as they are: the judge only reads them, and student
+    code never gets them (they travel to it as specs).
+    """
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {key: fresh(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [fresh(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(fresh(item) for item in value)
+    return value
 
 
 _DEFAULT: CheckContext | None = None

@@ -64,30 +64,29 @@ def word_count_judge(prompts: list[str], answers: list[str]) -> list[int]:
 
 
 def reward_judge(ctx):
-    """The reward model of the checks as a judge: one unpadded conversation at a time, cached.
+    """The reward model of the checks as a judge: one unpadded conversation at a time.
 
     The reward model of `autograder.checks.models.reward_spec` (a one-label classifier on the tiny model with a
-    seeded score head), built here; it runs in the judge when student code calls it.
+    seeded score head), built once per context; it runs in the judge when student code calls it. Each judge
+    remembers its own scores only (one case): the answers it scores may come from student code, and nothing
+    of one submission is kept for the next.
     """
-    def build():
-        tokenizer = make_tokenizer(ctx, "safe", "right")
-        model = resources.model_from_spec(reward_spec(ctx))
-        cache = {}
+    tokenizer = make_tokenizer(ctx, "safe", "right")
+    model = ctx.cached("starred-reward-model", lambda: resources.model_from_spec(reward_spec(ctx)))
+    scored = {}
 
-        def judge(prompts, answers):
-            scores = []
-            for prompt, answer in zip(prompts, answers):
-                if (prompt, answer) not in cache:
-                    ids = scored_conversation_ids(prompt, answer, tokenizer)
-                    with torch.no_grad():
-                        logits = model(input_ids=torch.tensor([ids])).logits
-                    cache[prompt, answer] = float(logits[0, 0])
-                scores.append(cache[prompt, answer])
-            return np.array(scores, dtype=np.float32)
+    def judge(prompts, answers):
+        scores = []
+        for prompt, answer in zip(prompts, answers):
+            if (prompt, answer) not in scored:
+                ids = scored_conversation_ids(prompt, answer, tokenizer)
+                with torch.no_grad():
+                    logits = model(input_ids=torch.tensor([ids])).logits
+                scored[prompt, answer] = float(logits[0, 0])
+            scores.append(scored[prompt, answer])
+        return np.array(scores, dtype=np.float32)
 
-        return judge
-
-    return ctx.cached("starred-reward-judge", build)
+    return judge
 
 
 def win_rate_by_student(ns, case, prompts, answers, baseline, judge) -> float:
