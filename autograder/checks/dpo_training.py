@@ -13,6 +13,7 @@ from autograder.checks import reference as ref
 from autograder.checks.compare import close, difference, expect_model_gradients, int_lists, scalar, triple
 from autograder.checks.framework import Check, CheckFailure, student
 from autograder.checks.reference import chat_rows
+from autograder.grading.exercise.resources import model_from_spec
 from autograder.grading.remote import Provided
 
 
@@ -100,23 +101,23 @@ def batch_tensors(rows, pad_id):
     return {key: torch.tensor(value) for key, value in ref.collated(rows, pad_id).items()}
 
 
-def policy_and_reference(ctx, same=False, trainable_reference=False):
-    policy = ctx.model(requires_grad=True, noise=0.0 if same else 0.05, seed=1)
-    reference = ctx.model(requires_grad=trainable_reference)
-    return policy, reference
+def policy_and_reference(ctx, same=False, trainable_reference=False) -> tuple[dict, dict]:
+    """The specs of the policy (the tiny model with seeded noise, unless `same`) and of the reference."""
+    return (ctx.model_spec(requires_grad=True, noise=0.0 if same else 0.05, seed=1),
+            ctx.model_spec(requires_grad=trainable_reference))
 
 
-def batch_loss_by_student(ns, ctx, case, rows, beta, max_seq_len, same=False, trainable_reference=False):
-    policy, reference = policy_and_reference(ctx, same, trainable_reference)
+def batch_loss_by_student(ns, ctx, case, rows, beta, max_seq_len, same=False):
+    """The student's dpo_batch_loss on models built on the other side: (loss, accuracy, margin)."""
+    policy, reference = (ns.new(spec) for spec in policy_and_reference(ctx, same))
     function = student(ns, "dpo_batch_loss", ISOLATE_BATCH_LOSS)
-    out = triple(function(policy, reference, batch_tensors(rows, ctx.pad_id), beta, max_seq_len), case,
-                 "dpo_batch_loss")
-    return out, policy, reference
+    return triple(function(policy, reference, batch_tensors(rows, ctx.pad_id), beta, max_seq_len), case,
+                  "dpo_batch_loss")
 
 
 def expected_batch(ctx, key, rows, beta, max_seq_len):
     def compute():
-        policy, reference = policy_and_reference(ctx)
+        policy, reference = (model_from_spec(spec) for spec in policy_and_reference(ctx))
         return ref.batch_dpo_numbers(policy, reference, rows, beta, max_seq_len)
     return ctx.cached(key, compute)
 
@@ -133,8 +134,7 @@ def expect_batch_numbers(case, expected, seen, hint):
 @training_check.case("dpo_batch_loss: the same model as policy and reference gives log 2, 0, 0", weight=1)
 def _(ns, ctx):
     case = "policy = reference"
-    (loss, accuracy, margin), _, _ = batch_loss_by_student(ns, ctx, case, training_rows(ctx, False), 0.1, None,
-                                                           same=True)
+    loss, accuracy, margin = batch_loss_by_student(ns, ctx, case, training_rows(ctx, False), 0.1, None, same=True)
     seen = [scalar(v, case, name) for v, name in ((loss, "loss"), (accuracy, "accuracy"), (margin, "margin"))]
     if not (close(seen[0], math.log(2), 1e-4) and close(seen[1], 0.0, 1e-6) and close(seen[2], 0.0, 1e-4)):
         raise CheckFailure(case, f"loss log 2 = {math.log(2):.5f}, accuracy 0 (all ties), margin 0",
@@ -147,7 +147,7 @@ def _(ns, ctx):
     case = "matches the reference"
     rows = training_rows(ctx, False)
     expected = expected_batch(ctx, "batch-equal", rows, 0.5, None)
-    seen, _, _ = batch_loss_by_student(ns, ctx, case, rows, 0.5, None)
+    seen = batch_loss_by_student(ns, ctx, case, rows, 0.5, None)
     expect_batch_numbers(case, expected, seen,
                          "score the answer tokens only (loss_mask), run both models on chosen and rejected, and "
                          "pass beta on to dpo_loss")
@@ -158,7 +158,7 @@ def _(ns, ctx):
     case = "left-padded prompts"
     rows = training_rows(ctx, True)
     expected = expected_batch(ctx, "batch-padded", rows, 0.5, None)
-    seen, _, _ = batch_loss_by_student(ns, ctx, case, rows, 0.5, None)
+    seen = batch_loss_by_student(ns, ctx, case, rows, 0.5, None)
     expect_batch_numbers(case, expected, seen,
                          "padding must not change the result: pass the attention mask (sequence_logits does)")
 
@@ -169,7 +169,7 @@ def _(ns, ctx):
     rows = training_rows(ctx, True)
     max_seq_len = max(len(row["prompt_input_ids"]) for row in rows) + 4
     expected = expected_batch(ctx, "batch-cut", rows, 0.5, max_seq_len)
-    seen, _, _ = batch_loss_by_student(ns, ctx, case, rows, 0.5, max_seq_len)
+    seen = batch_loss_by_student(ns, ctx, case, rows, 0.5, max_seq_len)
     expect_batch_numbers(case, expected, seen,
                          f"with max_seq_len={max_seq_len} only the first 4 tokens of each answer count: give "
                          "max_seq_len to concat_prompt_completion")
@@ -177,8 +177,7 @@ def _(ns, ctx):
 
 def expected_policy_gradients(ctx, rows, beta):
     def compute():
-        policy, reference = policy_and_reference(ctx)
-        policy.requires_grad_(True)
+        policy, reference = (model_from_spec(spec) for spec in policy_and_reference(ctx))
         ref.batch_dpo_loss(policy, reference, rows, beta, None).backward()
         return {name: p.grad.detach().clone() for name, p in policy.named_parameters()}
     return ctx.cached(("policy-grads", beta), compute)
@@ -188,8 +187,7 @@ def expected_policy_gradients(ctx, rows, beta):
 def _(ns, ctx):
     case = "gradients"
     rows = training_rows(ctx, False)
-    policy, reference = policy_and_reference(ctx, trainable_reference=True)
-    policy_ref, reference_ref = ns.new(ctx.model_spec(True, 0.05, 1)), ns.new(ctx.model_spec(True))
+    policy_ref, reference_ref = (ns.new(spec) for spec in policy_and_reference(ctx, trainable_reference=True))
     function = student(ns, "dpo_batch_loss", ISOLATE_BATCH_LOSS)
     out, grads = function.with_grads((policy_ref, reference_ref, batch_tensors(rows, ctx.pad_id), 0.5, None),
                                      backward=(0,), grads=(f"ref:{policy_ref.handle}", f"ref:{reference_ref.handle}"))
