@@ -10,7 +10,8 @@
 - `bench logprob [--device cpu|cuda]`: extra peak memory of the notebook's `get_log_prob` against a naive
   `log_softmax` + `gather`, forward and forward + backward, each measured in a fresh subprocess.
 - `bench grade [--students N]`: grades N copies of the solution with `--jobs 1` and `--jobs 2` and reports
-  the seconds per submission and the class throughput.
+  the seconds per submission (the checks of a judge's first submission, which computes the references, apart
+  from the later ones, which reuse them) and the class throughput.
 - `bench ppo [--updates N] [--reward-model DIR] [--out PREFIX]`: a longer PPO run than the demo's, with the
   notebook's own `make_ppo_config`/`build_ppo_trainer` and the `demo` profile's PPO settings, on the SmolLM2
   fixture and the reward model the demo saved. Writes the reward and KL of every update to PREFIX.json and a
@@ -511,6 +512,11 @@ def write_solution_submissions(folder: Path, students: int) -> None:
         nbformat.write(notebook, path)
 
 
+def optional(seconds: float | None) -> str:
+    """A table cell: seconds with one decimal, or '-'."""
+    return "-" if seconds is None else f"{seconds:.1f}"
+
+
 def bench_grade(args: argparse.Namespace) -> int:
     from autograder.fixtures.build import build_fixtures
 
@@ -535,11 +541,16 @@ def bench_grade(args: argparse.Namespace) -> int:
             seconds = [r["seconds"] for r in results]
             starts = [r.get("timings", {}).get("sandbox_start_s", 0.0) for r in results]
             checks = [sum(r.get("timings", {}).get("checks_s", {}).values()) for r in results]
+            first = [c for c, r in zip(checks, results) if not r.get("timings", {}).get("cached_references")]
+            later = [c for c, r in zip(checks, results) if r.get("timings", {}).get("cached_references")]
             runs[jobs] = {
                 "wall_s": round(wall, 1),
                 "seconds_per_submission": round(sum(seconds) / len(seconds), 1),
                 "sandbox_start_s": round(sum(starts) / len(starts), 1),
                 "checks_s": round(sum(checks) / len(checks), 1),
+                # a judge's first submission computes the references, the later ones reuse them
+                "checks_first_s": round(sum(first) / len(first), 1) if first else None,
+                "checks_later_s": round(sum(later) / len(later), 1) if later else None,
                 "judge_startup_s": round(wall - sum(seconds) / max(jobs, 1), 1),
                 "submissions_per_hour": round(3600 * len(results) / wall, 1),
                 "all_full_marks": all(r["score"] == r["max_score"] + r.get("extra_credit_max", 0) for r in results),
@@ -551,11 +562,14 @@ def bench_grade(args: argparse.Namespace) -> int:
         result["throughput_ratio"] = round(last["submissions_per_hour"] / first["submissions_per_hour"], 3)
     lines = [f"grading {args.students} copies of the solution notebook, each in its own sandbox",
              f"{'jobs':>5}{'wall s':>9}{'s / submission':>16}{'sandbox start':>15}{'checks':>8}"
-             f"{'submissions / hour':>20}{'full marks':>12}"]
+             f"{'first':>7}{'later':>7}{'submissions / hour':>20}{'full marks':>12}"]
     for jobs, run in runs.items():
         lines.append(f"{jobs:>5}{run['wall_s']:>9.1f}{run['seconds_per_submission']:>16.1f}"
                      f"{run['sandbox_start_s']:>15.1f}{run['checks_s']:>8.1f}"
+                     f"{optional(run['checks_first_s']):>7}{optional(run['checks_later_s']):>7}"
                      f"{run['submissions_per_hour']:>20.1f}{str(run['all_full_marks']):>12}")
+    lines.append("checks: seconds per submission; first: a judge process's first submission, which computes the "
+                 "references; later: the others, which reuse them")
     emit(result, args, lines)
     return 0
 

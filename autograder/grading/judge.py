@@ -97,6 +97,7 @@ def judge(submission: Submission, tests: dict[str, float], extra_credit: set[str
     entries: dict[str, dict] = {}
     deadline = time.monotonic() + settings.timeout
     timings["prepare_s"] = round(time.perf_counter() - start, 2)
+    timings["cached_references"] = context.cached_count()  # 0 for the first submission of this judge process
     with SandboxRunner(cells, sandbox_settings(settings, context)) as runner:
         started = time.perf_counter()
         try:
