@@ -125,6 +125,20 @@ def test_deleting_test_cells_changes_nothing(graded):
     assert result(out, "no_tests")["score"] == pytest.approx(result(out, "perfect")["score"])
 
 
+def test_a_judge_reuses_its_references_and_each_submission_keeps_its_grade(graded):
+    """Two judge processes grade the nine submissions in order, so the later ones (`perfect` among them) are
+    compared with references an earlier, wrong or broken, submission's grading computed."""
+    _, out, _ = graded
+    timings = {path.stem: json.loads(path.read_text())["timings"] for path in out.glob("*.json")}
+    first = [student for student, t in timings.items() if t.get("cached_references") == 0]
+    assert len(first) <= 2, first  # one first submission per judge process
+    perfect, patched = result(out, "perfect"), result(out, "patches_torch")
+    assert timings["perfect"]["cached_references"] > 0 and timings["patches_torch"]["cached_references"] > 0
+    assert perfect["score"] == pytest.approx(perfect["max_score"] + perfect["extra_credit_max"])
+    assert patched["tests"]["test_dpo_loss"]["status"] == "failed"
+    assert all(t["status"] == "passed" for gid, t in patched["tests"].items() if gid != "test_dpo_loss")
+
+
 def test_unreadable_notebook_is_reported_not_fatal(graded):
     _, out, _ = graded
     garbage = result(out, "garbage")
