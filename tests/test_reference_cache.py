@@ -1,6 +1,7 @@
 """The judge's cache of references (`CheckContext.cached`): the values of a fresh computation, copies that a
 check may change freely, and submissions graded one after another on one cache that keep their own grades.
-The same on the sandboxed CLI: `tests/test_grade.py::test_a_judge_reuses_its_references_and_each_submission_keeps_its_grade`."""
+The same on the sandboxed CLI: `test_a_judge_reuses_its_references_and_each_submission_keeps_its_grade` in
+`tests/test_grade.py`."""
 import pytest
 import torch
 
