@@ -541,16 +541,16 @@ def bench_grade(args: argparse.Namespace) -> int:
             seconds = [r["seconds"] for r in results]
             starts = [r.get("timings", {}).get("sandbox_start_s", 0.0) for r in results]
             checks = [sum(r.get("timings", {}).get("checks_s", {}).values()) for r in results]
-            first = [c for c, r in zip(checks, results) if not r.get("timings", {}).get("cached_references")]
-            later = [c for c, r in zip(checks, results) if r.get("timings", {}).get("cached_references")]
+            cold = [c for c, r in zip(checks, results) if not r.get("timings", {}).get("cached_references")]
+            warm = [c for c, r in zip(checks, results) if r.get("timings", {}).get("cached_references")]
             runs[jobs] = {
                 "wall_s": round(wall, 1),
                 "seconds_per_submission": round(sum(seconds) / len(seconds), 1),
                 "sandbox_start_s": round(sum(starts) / len(starts), 1),
                 "checks_s": round(sum(checks) / len(checks), 1),
                 # a judge's first submission computes the references, the later ones reuse them
-                "checks_first_s": round(sum(first) / len(first), 1) if first else None,
-                "checks_later_s": round(sum(later) / len(later), 1) if later else None,
+                "checks_first_s": round(sum(cold) / len(cold), 1) if cold else None,
+                "checks_later_s": round(sum(warm) / len(warm), 1) if warm else None,
                 "judge_startup_s": round(wall - sum(seconds) / max(jobs, 1), 1),
                 "submissions_per_hour": round(3600 * len(results) / wall, 1),
                 "all_full_marks": all(r["score"] == r["max_score"] + r.get("extra_credit_max", 0) for r in results),
