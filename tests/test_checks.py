@@ -155,3 +155,12 @@ def tokenize_prompt(example, tokenizer):
     result = run_check("test_ppo", namespace_with(solution, {"tokenize_prompt": source}), context)
     assert result.status == "passed", result.feedback  # a tokenizer that was changed is not lent again
     assert (tokenizer.pad_token, tokenizer.padding_side, tokenizer.truncation_side, len(tokenizer)) == before
+
+
+def test_ppo_constants_match_numbers_and_a_switched_off_eos_penalty():
+    from autograder.checks.ppo import same_number
+
+    assert same_number(3e-5, 3e-5) and same_number(8, 8.0)
+    assert same_number(None, None), "the demo profile's PPO_MISSING_EOS_PENALTY = None must match missing_eos_penalty=None"
+    assert not same_number(None, 1.0) and not same_number(0.0, None) and not same_number(True, 1)
+    assert not same_number(1.0 + 1e-6, 1.0)

@@ -265,6 +265,44 @@ def test_a_few_ppo_steps_change_the_policy_but_not_the_reference(solution, fixtu
     assert all("objective/scores" in entry for entry in trainer.state.log_history[:2])
 
 
+def test_score_answers_penalises_unfinished_answers_and_ignores_padding(solution, fixtures, reward_model_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    tokenizer = solution["set_chat_safe_pad_token"](solution["load_tokenizer"](str(fixtures.tiny), padding_side="left"))
+    reward_model = AutoModelForSequenceClassification.from_pretrained(reward_model_dir).eval()
+    policy = AutoModelForCausalLM.from_pretrained(fixtures.tiny).eval()
+    prompts = ["Hi!", "Do you like long walks in the rain when nobody else is outside?", "Pizza?", "Tell me a story."]
+    eos = tokenizer.eos_token_id
+    ends_now = torch.tensor([[1.0], [0.0], [1.0], [0.0]])  # answers to prompts 0 and 2 end at their first token
+
+    def end_some_answers(module, inputs, logits):
+        rows = ends_now[: logits.shape[0]] if logits.shape[0] == len(prompts) else ends_now[current]
+        logits = logits.clone()
+        logits[..., eos] += 1e4 * rows
+        logits[..., eos] -= 1e4 * (1 - rows)
+        return logits
+
+    current = slice(0, 4)
+    hook = policy.lm_head.register_forward_hook(end_some_answers)
+    try:
+        penalised = solution["score_answers"](policy, reward_model, tokenizer, prompts, 6, 1.0)
+        plain = solution["score_answers"](policy, reward_model, tokenizer, prompts, 6, None)
+        singles = []
+        for i, prompt in enumerate(prompts):
+            current = slice(i, i + 1)
+            singles.append(solution["score_answers"](policy, reward_model, tokenizer, [prompt], 6, None)["reward"])
+    finally:
+        hook.remove()
+    assert penalised["finished"] == plain["finished"] == 0.5
+    assert plain["score"] == pytest.approx(plain["reward"])
+    assert penalised["reward"] == pytest.approx(plain["reward"], abs=1e-5)
+    assert penalised["score"] == pytest.approx(plain["reward"] - 0.5, abs=1e-5)
+    assert plain["reward"] == pytest.approx(sum(singles) / len(singles), abs=1e-4), "left padding changed a reward"
+    # an answer that ends at once is an empty assistant turn: the reward model reads its end-of-turn token
+    empty = solution["reward_scores"](reward_model, tokenizer, [conversation(prompts[0], "")])[0]
+    assert singles[0] == pytest.approx(float(empty), abs=1e-4)
+
+
 # ---------------------------------------------------------------- analysis
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])

@@ -221,6 +221,14 @@ def notebook_constants(ns) -> dict:
     return {name: call_student(name, f"reading the notebook constant {name}", ns.get, name) for name in PPO_FIELDS}
 
 
+def same_number(seen, expected) -> bool:
+    """Whether a config field holds the constant's value: the same number, or None for None (no EOS penalty)."""
+    if expected is None:
+        return seen is None
+    return (isinstance(seen, (int, float)) and not isinstance(seen, bool)
+            and close(float(seen), float(expected), 0, 1e-9))
+
+
 def expect_ppo_fields(case, config, constants: dict, hint: str):
     seen = {}
     for constant, field in PPO_FIELDS.items():
@@ -229,8 +237,7 @@ def expect_ppo_fields(case, config, constants: dict, hint: str):
             seen[constant] = sizes[0] * sizes[1] if all(isinstance(s, int) for s in sizes) else sizes
         else:
             seen[constant] = config.get(field)
-    wrong = [c for c, value in seen.items() if not (isinstance(value, (int, float)) and not isinstance(value, bool)
-                                                    and close(float(value), float(constants[c]), 0, 1e-9))]
+    wrong = [c for c, value in seen.items() if not same_number(value, constants[c])]
     if wrong:
         raise CheckFailure(case, ", ".join(f"{PPO_FIELDS[c]}={constants[c]} ({c})" for c in wrong),
                            ", ".join(f"{PPO_FIELDS[c]}={seen[c]}" for c in wrong), hint)

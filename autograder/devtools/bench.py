@@ -590,35 +590,35 @@ def ppo_summary(updates: list[dict]) -> dict:
 
 
 def plot_ppo(result: dict, path: Path) -> None:
-    """Score, KL and finished-answer share per update, with a running mean of the score."""
+    """Score and KL per update, with a running mean of the score; the held-out scores in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    updates, batch = result["updates"], result["settings"]["batch_size"]
+    updates = result["updates"]
     x = [row["update"] for row in updates]
     scores = [row["objective/scores"] for row in updates]
     window = max(1, len(scores) // 8)
     running = [sum(scores[max(0, i - window + 1): i + 1]) / len(scores[max(0, i - window + 1): i + 1])
                for i in range(len(scores))]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
     axes[0].plot(x, scores, marker=".", alpha=0.5, label="objective/scores (one batch)")
     axes[0].plot(x, running, lw=2, label=f"running mean of {window} updates")
     axes[0].plot(x, [row["objective/rlhf_reward"] for row in updates], alpha=0.5, label="objective/rlhf_reward")
     axes[0].axhline(0, color="gray", lw=0.5)
-    axes[0].set_ylabel("mean reward per answer (after EOS penalty)")
-    axes[0].legend(fontsize=8)
+    axes[0].set_ylabel("mean reward per sampled answer")
+    axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     axes[1].plot(x, [row["objective/kl"] for row in updates], marker=".", color="tab:red")
     axes[1].set_ylabel("KL to the reference (nats per answer)")
-    axes[2].plot(x, [row["val/num_eos_tokens"] / batch for row in updates], marker=".", color="tab:green")
-    axes[2].set_ylabel("end-of-turn tokens per answer")
-    for ax, title in zip(axes, ("reward", "KL", "finished answers")):
+    for ax, title in zip(axes, ("reward", "KL")):
         ax.set_xlabel("PPO update")
         ax.set_title(f"PPO {title}")
-    summary = result["summary"]
-    fig.suptitle(f"{result['command']}: first-quarter score {summary['first_quarter_score']:.2f}, last quarter "
-                 f"{summary['last_quarter_score']:.2f}, final KL {summary['final_kl']:.2f}", fontsize=10)
+    summary, held_out = result["summary"], result["held_out"]
+    fig.suptitle(f"{result['command']}\nsampled answers: first-quarter score {summary['first_quarter_score']:.2f}, "
+                 f"last quarter {summary['last_quarter_score']:.2f}, final KL {summary['final_kl']:.2f}; "
+                 f"{held_out['prompts']} held-out prompts (greedy): {held_out['before']['score']:.2f} before, "
+                 f"{held_out['after']['score']:.2f} after", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -651,17 +651,23 @@ def bench_ppo(args: argparse.Namespace) -> int:
                                  remove_columns=pairs.column_names) for pairs in (train_pairs, eval_pairs)]
             trainer = ns["build_ppo_trainer"](ns["make_ppo_config"](Path(tmp) / "ppo"), tokenizer, value_model,
                                               reward, policy, ref_policy, *prompts)
+            eval_prompts = eval_pairs["prompt"][: args.eval_prompts]
+            evaluate = lambda model: ns["score_answers"](  # noqa: E731
+                model, reward, tokenizer, eval_prompts, ns["PPO_RESPONSE_LENGTH"], ns["PPO_MISSING_EOS_PENALTY"])
+            held_out = {"prompts": len(eval_prompts), "before": evaluate(ref_policy)}
             start = time.perf_counter()
             trainer.train()
             seconds = time.perf_counter() - start
+            held_out["after"] = evaluate(policy)
     keys = ("episode", "objective/scores", "objective/rlhf_reward", "objective/kl", "objective/entropy",
-            "val/num_eos_tokens", "policy/approxkl_avg", "policy/clipfrac_avg")
+            "policy/approxkl_avg", "policy/clipfrac_avg")
     updates = [{"update": i + 1, **{key: row[key] for key in keys}}
                for i, row in enumerate(r for r in trainer.state.log_history if "objective/scores" in r)]
     result = {"bench": "ppo", "command": "python -m autograder " + " ".join(sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d", time.gmtime()), "machine": machine(), "settings": settings,
               "seed": args.seed, "reward_model": str(reward_model), "seconds": round(seconds, 1),
-              "load_avg": [load_start, os.getloadavg()[0]], "summary": ppo_summary(updates), "updates": updates}
+              "load_avg": [load_start, os.getloadavg()[0]], "summary": ppo_summary(updates), "held_out": held_out,
+              "updates": updates}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
@@ -669,7 +675,8 @@ def bench_ppo(args: argparse.Namespace) -> int:
     summary = result["summary"]
     print(f"PPO, {summary['updates']} updates in {seconds:.0f} s: mean score first quarter "
           f"{summary['first_quarter_score']:.3f}, last quarter {summary['last_quarter_score']:.3f}; KL at the end "
-          f"{summary['final_kl']:.2f} (max {summary['max_kl']:.2f}). Wrote {out.with_suffix('.json')} and "
+          f"{summary['final_kl']:.2f} (max {summary['max_kl']:.2f}); {held_out['prompts']} held-out prompts, greedy: "
+          f"mean score {held_out['before']['score']:.3f} before, {held_out['after']['score']:.3f} after. Wrote {out.with_suffix('.json')} and "
           f"{out.with_suffix('.png')}")
     return 0
 
@@ -717,6 +724,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ppo.add_argument("--reward-model", default=str(REPO_ROOT / "demo-outputs" / "reward-model"),
                      help="the reward model (default: the one `python -m autograder demo` saved)")
     ppo.add_argument("--seed", type=int, default=42)
+    ppo.add_argument("--eval-prompts", type=int, default=32, help="held-out prompts scored before and after")
     ppo.add_argument("--out", default=str(REPO_ROOT / "docs" / "ppo_bench"), help="writes OUT.json and OUT.png")
     ppo.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     ppo.set_defaults(func=with_threads(bench_ppo))

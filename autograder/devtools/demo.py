@@ -11,13 +11,19 @@ from autograder.review import review
 
 
 def ppo_summary(ppo: dict) -> str:
-    """One line on whether PPO learned: mean score of the first and last quarter of the updates, final KL."""
+    """Whether PPO learned: the sampled answers' mean score in the first and last quarter of the updates, the KL
+    at the end, and the held-out prompts' mean score before and after training."""
     if "first_quarter_score" not in ppo:
         return "PPO summary: no per-update scores in metrics.json"
     change = ppo["last_quarter_score"] - ppo["first_quarter_score"]
-    return (f"PPO summary: mean score (after the missing-EOS penalty) {ppo['first_quarter_score']:.3f} in the first "
-            f"quarter of the {ppo['updates']} updates, {ppo['last_quarter_score']:.3f} in the last quarter "
-            f"({change:+.3f}); KL to the reference at the end {ppo['final_kl']:.2f} nats per answer")
+    line = (f"PPO summary: sampled answers' mean score {ppo['first_quarter_score']:.3f} in the first quarter of the "
+            f"{ppo['updates']} updates, {ppo['last_quarter_score']:.3f} in the last quarter ({change:+.3f}); KL to the "
+            f"reference at the end {ppo['final_kl']:.2f} nats per answer")
+    if "held_out_score_before" in ppo:
+        line += (f"; {ppo['held_out_prompts']} held-out prompts (greedy): mean score {ppo['held_out_score_before']:.3f} "
+                 f"before, {ppo['held_out_score_after']:.3f} after "
+                 f"({ppo['held_out_score_after'] - ppo['held_out_score_before']:+.3f})")
+    return line
 
 
 def run(args: argparse.Namespace) -> int:
