@@ -623,12 +623,37 @@ def plot_ppo(result: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+PPO_SETTINGS = ("learning_rate", "per_device_train_batch_size", "num_ppo_epochs", "total_episodes", "response_length",
+                "kl_coef", "missing_eos_penalty", "temperature", "lam", "gamma", "whiten_rewards")
+
+
+def parse_settings(pairs: list[str]) -> tuple[dict, dict]:
+    """`NAME=VALUE` pairs split into notebook constants (`PPO_*`) and PPOConfig fields; values are Python literals."""
+    import ast
+
+    constants, fields = {}, {}
+    for pair in pairs:
+        name, _, text = pair.partition("=")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise SystemExit(f"error: --set {pair!r}: the value must be a Python literal such as 2e-5, 64 or None")
+        if name.startswith("PPO_"):
+            constants[name] = value
+        elif name in PPO_SETTINGS:
+            fields[name] = value
+        else:
+            raise SystemExit(f"error: --set {pair!r}: use a notebook constant PPO_* or one of {', '.join(PPO_SETTINGS)}")
+    return constants, fields
+
+
 def bench_ppo(args: argparse.Namespace) -> int:
     import transformers
 
     from autograder.fixtures.build import build_fixtures
     from autograder.notebook.execute import environment
 
+    constants, fields = parse_settings(args.set)
     reward_model = Path(args.reward_model).resolve()
     if not (reward_model / "config.json").is_file():
         print(f"error: no reward model in {reward_model}; run `python -m autograder demo` first (it saves one) or "
@@ -639,18 +664,21 @@ def bench_ppo(args: argparse.Namespace) -> int:
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="hw2-bench-ppo-") as tmp:
         with redirect_stdout(sys.stderr):
-            ns, env = notebook_namespace(fixtures.smollm2, Path(tmp) / "outputs")
+            ns, env = notebook_namespace(Path(args.model) if args.model else fixtures.smollm2, Path(tmp) / "outputs")
         with environment(env):
+            ns.update(constants)
             ns["PPO_TOTAL_EPISODES"] = args.updates * ns["PPO_BATCH_SIZE"]
-            settings = {**ns["PPO_HPARAMS"], "total_episodes": ns["PPO_TOTAL_EPISODES"]}
             ns["set_seed"](args.seed)
             tokenizer = ns["set_chat_safe_pad_token"](ns["load_tokenizer"](ns["MODEL_ID"], padding_side="left"))
             value_model, reward, policy, ref_policy = ns["load_ppo_models"](ns["MODEL_ID"], reward_model, tokenizer)
             train_pairs, eval_pairs = ns["held_out_split"](ns["DATASET_ID"], size=ns["EVAL_SIZE"])
             prompts = [pairs.map(ns["tokenize_prompt"], fn_kwargs={"tokenizer": tokenizer},
                                  remove_columns=pairs.column_names) for pairs in (train_pairs, eval_pairs)]
-            trainer = ns["build_ppo_trainer"](ns["make_ppo_config"](Path(tmp) / "ppo"), tokenizer, value_model,
-                                              reward, policy, ref_policy, *prompts)
+            config = ns["make_ppo_config"](Path(tmp) / "ppo")
+            for field, value in fields.items():
+                setattr(config, field, value)
+            settings = {field: getattr(config, field) for field in PPO_SETTINGS}
+            trainer = ns["build_ppo_trainer"](config, tokenizer, value_model, reward, policy, ref_policy, *prompts)
             eval_prompts = eval_pairs["prompt"][: args.eval_prompts]
             evaluate = lambda model: ns["score_answers"](  # noqa: E731
                 model, reward, tokenizer, eval_prompts, ns["PPO_RESPONSE_LENGTH"], ns["PPO_MISSING_EOS_PENALTY"])
@@ -723,8 +751,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ppo.add_argument("--updates", type=int, default=24, help="PPO updates (batches of the demo profile's size)")
     ppo.add_argument("--reward-model", default=str(REPO_ROOT / "demo-outputs" / "reward-model"),
                      help="the reward model (default: the one `python -m autograder demo` saved)")
+    ppo.add_argument("--model", help="policy folder (default: the SmolLM2-135M-Instruct fixture)")
     ppo.add_argument("--seed", type=int, default=42)
     ppo.add_argument("--eval-prompts", type=int, default=32, help="held-out prompts scored before and after")
+    ppo.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                     help="override a notebook constant (PPO_LR=2e-5) or a PPOConfig field (temperature=0.3); repeat")
     ppo.add_argument("--out", default=str(REPO_ROOT / "docs" / "ppo_bench"), help="writes OUT.json and OUT.png")
     ppo.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     ppo.set_defaults(func=with_threads(bench_ppo))
