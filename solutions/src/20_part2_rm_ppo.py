@@ -571,8 +571,8 @@ PPO_RESPONSE_LENGTH = 96
 PPO_KL_COEF = 0.05
 PPO_MISSING_EOS_PENALTY = 1.0
 PPO_SAMPLE_GENERATIONS = 10  # how many times TRL prints a table of sample answers during training
-if PROFILE == "demo":  # 12 updates of 8 short answers, 4 passes over each batch; no EOS penalty (see the plot)
-    PPO_LR, PPO_BATCH_SIZE, PPO_EPOCHS, PPO_TOTAL_EPISODES, PPO_RESPONSE_LENGTH = 1e-5, 8, 4, 96, 32
+if PROFILE == "demo":  # 12 updates of 8 short answers, one pass over each batch; no EOS penalty (see the plot)
+    PPO_LR, PPO_BATCH_SIZE, PPO_EPOCHS, PPO_TOTAL_EPISODES, PPO_RESPONSE_LENGTH = 2e-5, 8, 1, 96, 32
     PPO_MISSING_EOS_PENALTY, PPO_SAMPLE_GENERATIONS = None, 0
 elif PROFILE == "fast":
     PPO_LR, PPO_BATCH_SIZE, PPO_EPOCHS, PPO_TOTAL_EPISODES, PPO_RESPONSE_LENGTH = 1e-4, 2, 1, 4, 8
