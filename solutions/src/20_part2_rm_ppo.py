@@ -781,9 +781,9 @@ grade_cell("test_ppo", globals())
 # **Why the scores can be negative, and what the missing-EOS penalty does.** The reward model's scores are
 # relative: only differences between answers mean something, so a mean below zero is not bad in itself. On
 # top of that, every answer cut off at `response_length` tokens without the end-of-turn token loses
-# `missing_eos_penalty`. When most sampled answers run long, the mean score sits near *reward-model score
-# - penalty*, well below zero, while finished answers (such as the samples below) show the reward model's
-# own, higher scores. The penalty is a signal only when some answers finish and others do not; then PPO
+# `missing_eos_penalty`. When most sampled answers run long, the mean score sits near the reward model's
+# score minus the penalty, well below zero, while finished answers (such as the samples below) show the
+# reward model's own, higher scores. The penalty is a signal only when some answers finish and others do not; then PPO
 # learns to finish sooner. SmolLM2 rarely ends a sampled answer early (in a probe on this course's prompts,
 # 4 of 32 answers sampled at PPO's temperature of 0.7 ended within 128 tokens, none within 64), so the `demo`
 # profile, whose answers are only 32 tokens long, switches the penalty off: it would lower every score by
@@ -801,8 +801,8 @@ grade_cell("test_ppo", globals())
 #
 # **What a healthy run looks like:** the score drifts upwards (compare the first and last quarter of the
 # updates, not single points), because the reward model likes the answers better (and, with the penalty,
-# because more of them finish); the KL to the reference grows slowly and levels off at a few nats per answer. A KL
-# that shoots up while the score stays flat means the policy is drifting without learning (learning rate too
+# because more of them finish); the KL to the reference grows slowly and levels off at a few nats per
+# answer. A KL that shoots up while the score stays flat means the policy is drifting without learning (learning rate too
 # high or batches too small); a score that rises while the answers become repetitive means the policy found
 # a hole in the reward model, and the KL penalty is too weak.
 
