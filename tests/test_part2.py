@@ -167,6 +167,21 @@ def test_reward_depends_on_the_answer_and_equals_what_ppo_reads(solution, reward
     assert torch.allclose(ppo_scores, torch.tensor(scores), atol=1e-4)
 
 
+def test_reviewer_scores_conversations_as_the_notebook_does(solution, reward_model_dir, reward_tokenizer):
+    """The reviewer reads the reward at the same token as the notebook and PPO (the closing end-of-turn)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from autograder.review.measure import reward_scores as reviewer_scores
+
+    model = AutoModelForSequenceClassification.from_pretrained(reward_model_dir).eval()
+    answers = ["I love them! ☔😊", "As an AI, I do not experience weather.", "", "Rain. " * 20]
+    conversations = [conversation(EXAMPLE["prompt"], answer) for answer in answers]
+    notebook = solution["reward_scores"](model, reward_tokenizer, conversations)
+    saved_tokenizer = AutoTokenizer.from_pretrained(reward_model_dir)
+    reviewer = reviewer_scores(model, saved_tokenizer, conversations, desc="scoring", progress=False)
+    assert torch.allclose(torch.tensor(reviewer), torch.tensor(notebook), atol=1e-4), (reviewer, notebook)
+
+
 def test_pairwise_accuracy_counts_chosen_above_rejected(solution, reward_model_dir, reward_tokenizer):
     from transformers import AutoModelForSequenceClassification
 

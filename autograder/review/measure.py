@@ -168,6 +168,16 @@ def sequence_kl(policy, base, rows: list[tuple[list[int], list[int]]], pad_id: i
     return totals, counts
 
 
+def conversation_ids(tokenizer: "PreTrainedTokenizerBase", messages: list[dict]) -> list[int]:
+    """A conversation's token ids up to and including the end-of-turn token that closes it.
+
+    The notebook trains the reward model on these ids and PPO scores its answers at that token; ChatML
+    templates add a newline after it, and a score read there is not the one the model learnt."""
+    ids = list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+    ends = [i for i, token in enumerate(ids) if token == tokenizer.eos_token_id]
+    return ids[:ends[-1] + 1] if ends else ids
+
+
 def reward_scores(model, tokenizer, conversations: list[list[dict]], desc: str, progress: bool) -> list[float]:
     """The reward model's own output (num_labels = 1) for each conversation, in right-padded batches."""
     import torch
@@ -177,9 +187,8 @@ def reward_scores(model, tokenizer, conversations: list[list[dict]], desc: str, 
     scores = []
     for start in tqdm(range(0, len(conversations), batch_size), desc=desc, unit="batch", disable=not progress,
                       leave=False):
-        rows = [tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+        rows = [conversation_ids(tokenizer, messages)[-MAX_CONVERSATION_TOKENS:]
                 for messages in conversations[start:start + batch_size]]
-        rows = [row[:MAX_CONVERSATION_TOKENS] for row in rows]
         ids, attention = pad_right(rows, pad_id if pad_id is not None else 0)
         with torch.no_grad():
             logits = model(input_ids=ids.to(model.device), attention_mask=attention.to(model.device)).logits
