@@ -12,9 +12,9 @@
 - `bench grade [--students N]`: grades N copies of the solution with `--jobs 1` and `--jobs 2` and reports
   the seconds per submission (the checks of a judge's first submission, which computes the references, apart
   from the later ones, which reuse them) and the class throughput.
-- `bench ppo [--updates N] [--reward-model DIR] [--out PREFIX]`: a longer PPO run than the demo's, with the
-  notebook's own `make_ppo_config`/`build_ppo_trainer` and the `demo` profile's PPO settings, on the SmolLM2
-  fixture and the reward model the demo saved. Writes the reward and KL of every update to PREFIX.json and a
+- `bench ppo [--updates N] [--reward-model DIR] [--train-prompts N] [--set NAME=VALUE] [--out PREFIX]`: a longer
+  PPO run than the demo's, with the notebook's own `make_ppo_config`/`build_ppo_trainer` and the `demo`
+  profile's PPO settings (or others, `--set`), on the SmolLM2 fixture and the reward model the demo saved. Writes the reward and KL of every update to PREFIX.json and a
   plot to PREFIX.png (default `docs/ppo_bench`).
 
 Timings depend on the machine and on its load: compare the numbers of one run, and read `load_avg` in the
@@ -672,6 +672,8 @@ def bench_ppo(args: argparse.Namespace) -> int:
             tokenizer = ns["set_chat_safe_pad_token"](ns["load_tokenizer"](ns["MODEL_ID"], padding_side="left"))
             value_model, reward, policy, ref_policy = ns["load_ppo_models"](ns["MODEL_ID"], reward_model, tokenizer)
             train_pairs, eval_pairs = ns["held_out_split"](ns["DATASET_ID"], size=ns["EVAL_SIZE"])
+            if args.train_prompts:  # TRL cycles through its prompts: a small pool repeats them every few updates
+                train_pairs = train_pairs.select(range(min(args.train_prompts, len(train_pairs))))
             prompts = [pairs.map(ns["tokenize_prompt"], fn_kwargs={"tokenizer": tokenizer},
                                  remove_columns=pairs.column_names) for pairs in (train_pairs, eval_pairs)]
             config = ns["make_ppo_config"](Path(tmp) / "ppo")
@@ -693,7 +695,7 @@ def bench_ppo(args: argparse.Namespace) -> int:
                for i, row in enumerate(r for r in trainer.state.log_history if "objective/scores" in r)]
     result = {"bench": "ppo", "command": "python -m autograder " + " ".join(sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d", time.gmtime()), "machine": machine(), "settings": settings,
-              "seed": args.seed, "reward_model": str(reward_model), "seconds": round(seconds, 1),
+              "seed": args.seed, "train_prompts": len(train_pairs), "reward_model": str(reward_model), "seconds": round(seconds, 1),
               "load_avg": [load_start, os.getloadavg()[0]], "summary": ppo_summary(updates), "held_out": held_out,
               "updates": updates}
     out = Path(args.out)
@@ -753,6 +755,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="the reward model (default: the one `python -m autograder demo` saved)")
     ppo.add_argument("--model", help="policy folder (default: the SmolLM2-135M-Instruct fixture)")
     ppo.add_argument("--seed", type=int, default=42)
+    ppo.add_argument("--train-prompts", type=int,
+                     help="train on the first N prompts only, over and over (default: the whole training split)")
     ppo.add_argument("--eval-prompts", type=int, default=32, help="held-out prompts scored before and after")
     ppo.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                      help="override a notebook constant (PPO_LR=2e-5) or a PPOConfig field (temperature=0.3); repeat")
