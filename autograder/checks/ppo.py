@@ -193,7 +193,7 @@ OTHER_PPO_CONSTANTS["PPO_HPARAMS"] = dict(
 CONSTANTS_HINT = ("use the constants PPO_LR, PPO_BATCH_SIZE, PPO_EPOCHS, PPO_TOTAL_EPISODES, PPO_RESPONSE_LENGTH, "
                   "PPO_KL_COEF, PPO_MISSING_EOS_PENALTY and PPO_SAMPLE_GENERATIONS, not copies of their values")
 CONFIG_DIR_NAME = "hw2-check-ppo-config"
-# PPOConfig as student code gets it while graded: TRL's, except that bf16=True on a machine without a bfloat16 GPU
+# PPOConfig as student code gets it while graded (under any name): TRL's, except that bf16=True on a machine without a bfloat16 GPU
 # does not raise, so that the GPU branch of the configuration can be judged on a CPU (see resources.ppo_config_class)
 PPO_CONFIG_CLASS = tag(types.SimpleNamespace(), {"kind": "ppo_config_class"})
 PRECISION_ERRORS = ("bf16", "fp16")

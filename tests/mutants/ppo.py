@@ -220,14 +220,25 @@ def build_ppo_trainer(args, tokenizer, value_model, reward_model, policy, ref_po
                       processing_class=tokenizer, args=args, eval_dataset=eval_dataset, train_dataset=train_dataset)
 ''',
     },
-    # return_dict=False for a plain list; TRL's own copy of the policy as the reference (ref_model=None); the
-    # log-probs of one unpadded text at a time, as Python lists.
+    # return_dict=False for a plain list; the configuration class imported inside the function under another name;
+    # TRL's own copy of the policy as the reference (ref_model=None); the log-probs of one unpadded text at a time,
+    # as Python lists.
     "plain_lists_and_one_text_at_a_time": {
         "tokenize_prompt": '''
 def tokenize_prompt(example, tokenizer):
     ids = tokenizer.apply_chat_template([{"role": "user", "content": example["prompt"]}], add_generation_prompt=True,
                                         return_dict=False)
     return {"input_ids": [int(i) for i in ids]}
+''',
+        "make_ppo_config": '''
+def make_ppo_config(output_dir):
+    from trl.experimental.ppo import PPOConfig as TRLPPOConfig
+
+    return TRLPPOConfig(output_dir=output_dir, learning_rate=PPO_LR, per_device_train_batch_size=PPO_BATCH_SIZE,
+                        num_ppo_epochs=PPO_EPOCHS, total_episodes=PPO_TOTAL_EPISODES,
+                        response_length=PPO_RESPONSE_LENGTH, kl_coef=PPO_KL_COEF,
+                        missing_eos_penalty=PPO_MISSING_EOS_PENALTY, num_sample_generations=PPO_SAMPLE_GENERATIONS,
+                        stop_token="eos", save_strategy="no", report_to="none", **trainer_precision())
 ''',
         "build_ppo_trainer": '''
 def build_ppo_trainer(args, tokenizer, value_model, reward_model, policy, ref_policy, train_dataset, eval_dataset):

@@ -146,24 +146,27 @@ def dataset_from_rows(rows: list):
 
 
 def ppo_config_class():
-    """TRL's PPOConfig, except that bf16=True on a machine without a bfloat16 GPU sets use_cpu instead of raising.
+    """TRL's PPOConfig, changed so that bf16=True on a machine without a bfloat16 GPU sets use_cpu instead of raising.
 
-    Handed to student code in place of `PPOConfig`, it lets the checks judge a configuration's GPU branch
-    (DEVICE='cuda', AMP_DTYPE=bfloat16) on a CPU: the fields are the ones the student's code chose.
+    It lets the checks judge a configuration's GPU branch (DEVICE='cuda', AMP_DTYPE=bfloat16) on a CPU: the fields
+    are the ones the student's code chose. The class is changed in place, in the process that runs student code, so
+    that it gets the same behaviour however it reaches the class: the notebook's name, an alias, or an import inside
+    the function. Where the real class would not raise, nothing changes.
     """
+    from transformers.utils import is_torch_bf16_gpu_available
+    from trl.experimental.ppo import PPOConfig
+
     if not _PPO_CONFIG_CLASS:
-        from transformers.utils import is_torch_bf16_gpu_available
-        from trl.experimental.ppo import PPOConfig
+        trl_post_init = PPOConfig.__post_init__
 
-        class GradingPPOConfig(PPOConfig):
-            def __post_init__(self):
-                wants_bf16 = not self.fp16 if self.bf16 is None else bool(self.bf16)
-                if (wants_bf16 or self.bf16_full_eval) and not is_torch_bf16_gpu_available():
-                    self.use_cpu = True
-                super().__post_init__()
+        def __post_init__(self):
+            wants_bf16 = not self.fp16 if self.bf16 is None else bool(self.bf16)
+            if (wants_bf16 or self.bf16_full_eval) and not is_torch_bf16_gpu_available():
+                self.use_cpu = True
+            trl_post_init(self)
 
-        GradingPPOConfig.__name__ = GradingPPOConfig.__qualname__ = "PPOConfig"
-        _PPO_CONFIG_CLASS.append(GradingPPOConfig)
+        PPOConfig.__post_init__ = __post_init__
+        _PPO_CONFIG_CLASS.append(PPOConfig)
     return _PPO_CONFIG_CLASS[0]
 
 
