@@ -12,10 +12,11 @@
 - `bench grade [--students N]`: grades N copies of the solution with `--jobs 1` and `--jobs 2` and reports
   the seconds per submission (the checks of a judge's first submission, which computes the references, apart
   from the later ones, which reuse them) and the class throughput.
-- `bench ppo [--updates N] [--reward-model DIR] [--train-prompts N] [--set NAME=VALUE] [--out PREFIX]`: a longer
-  PPO run than the demo's, with the notebook's own `make_ppo_config`/`build_ppo_trainer` and the `demo`
-  profile's PPO settings (or others, `--set`), on the SmolLM2 fixture and the reward model the demo saved. Writes the reward and KL of every update to PREFIX.json and a
-  plot to PREFIX.png (default `docs/ppo_bench`).
+- `bench ppo [--updates N] [--reward-model DIR] [--set NAME=VALUE] [--out PREFIX]`: a longer PPO run than the
+  demo's, with the notebook's own `make_ppo_config`/`build_ppo_trainer` and the `demo` profile's PPO settings
+  (its 8 training prompts included; `--set PPO_TRAIN_PROMPTS=None` answers every training prompt; other
+  constants and PPOConfig fields likewise), on the SmolLM2 fixture and the reward model the demo saved. Writes
+  the reward and KL of every update to PREFIX.json and a plot to PREFIX.png (default `docs/ppo_bench`).
 
 Timings depend on the machine and on its load: compare the numbers of one run, and read `load_avg` in the
 output (the 1-minute load average of the machine, before and after).
@@ -672,11 +673,12 @@ def bench_ppo(args: argparse.Namespace) -> int:
             tokenizer = ns["set_chat_safe_pad_token"](ns["load_tokenizer"](ns["MODEL_ID"], padding_side="left"))
             value_model, reward, policy, ref_policy = ns["load_ppo_models"](ns["MODEL_ID"], reward_model, tokenizer)
             train_pairs, eval_pairs = ns["held_out_split"](ns["DATASET_ID"], size=ns["EVAL_SIZE"])
-            if args.train_prompts:  # TRL cycles through its prompts: a small pool repeats them every few updates
-                train_pairs = train_pairs.select(range(min(args.train_prompts, len(train_pairs))))
+            if ns["PPO_TRAIN_PROMPTS"] is not None:  # as the notebook does: the first N prompts, again at every update
+                train_pairs = train_pairs.select(range(min(ns["PPO_TRAIN_PROMPTS"], len(train_pairs))))
             prompts = [pairs.map(ns["tokenize_prompt"], fn_kwargs={"tokenizer": tokenizer},
                                  remove_columns=pairs.column_names) for pairs in (train_pairs, eval_pairs)]
             config = ns["make_ppo_config"](Path(tmp) / "ppo")
+            config.seed = args.seed  # TRL seeds its sampling with it (the notebook keeps PPOConfig's default, 42)
             for field, value in fields.items():
                 setattr(config, field, value)
             settings = {field: getattr(config, field) for field in PPO_SETTINGS}
@@ -754,9 +756,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ppo.add_argument("--reward-model", default=str(REPO_ROOT / "demo-outputs" / "reward-model"),
                      help="the reward model (default: the one `python -m autograder demo` saved)")
     ppo.add_argument("--model", help="policy folder (default: the SmolLM2-135M-Instruct fixture)")
-    ppo.add_argument("--seed", type=int, default=42)
-    ppo.add_argument("--train-prompts", type=int,
-                     help="train on the first N prompts only, over and over (default: the whole training split)")
+    ppo.add_argument("--seed", type=int, default=42, help="seed of the run: set_seed and PPOConfig.seed (the notebook: 42)")
     ppo.add_argument("--eval-prompts", type=int, default=32, help="held-out prompts scored before and after")
     ppo.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                      help="override a notebook constant (PPO_LR=2e-5) or a PPOConfig field (temperature=0.3); repeat")
