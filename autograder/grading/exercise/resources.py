@@ -98,6 +98,13 @@ def _base_model(path: str, auto: str):
 MODEL_CLASSES = ("AutoModelForCausalLM", "AutoModelForSequenceClassification")
 
 
+def preload(path: str) -> None:
+    """Load the tokenizer and both model classes of the folder `path`, which the specs of the checks copy."""
+    base_tokenizer(path)
+    for auto in MODEL_CLASSES:
+        _base_model(path, auto)
+
+
 def model_from_spec(spec: dict):
     """A fresh float32 model in eval mode (dropout off) from `spec`:
 
