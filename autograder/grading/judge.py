@@ -45,7 +45,7 @@ def sandbox_settings(settings: JudgeSettings, context) -> SandboxSettings:
     environment.pop("PYTHONPATH", None)
     return SandboxSettings(read_only=[fixture_paths().root, context.shared_dir], environment=environment,
                            memory_gb=settings.memory_gb, request_timeout=settings.check_timeout,
-                           unsafe_no_sandbox=settings.unsafe_no_sandbox, model_dir=str(context.model_dir))
+                           unsafe_no_sandbox=settings.unsafe_no_sandbox, preload=context.preload())
 
 
 _NEXT: list[SandboxRunner] = []  # the sandbox launched for this judge process's next submission (one at most)

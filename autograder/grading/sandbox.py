@@ -65,7 +65,7 @@ class SandboxSettings:
     max_processes: int = 256
     request_timeout: float = 120.0  # seconds for one request (a check's call, or the cells at start)
     unsafe_no_sandbox: bool = False
-    model_dir: str | None = None  # the grading model (and tokenizer) the sandbox loads before any request
+    preload: dict = field(default_factory=dict)  # what it loads before any request (`resources.preload`'s arguments)
 
 
 def system_mounts() -> list[str]:
@@ -367,7 +367,7 @@ class SandboxRunner(Runner):
         self.channel = FdChannel(reply_read, request_write, self.traffic)
         self.channel.deadline = time.monotonic() + self.settings.request_timeout
         try:  # a few bytes: they wait in the pipe until the process has imported the libraries
-            wire.write_frame(self.channel, {"op": "preload", "model_dir": self.settings.model_dir})
+            wire.write_frame(self.channel, {"op": "preload", **self.settings.preload})
         except (TimeoutError, EOFError, OSError):
             pass  # the process died at once: `start` launches another one, or reports it
 

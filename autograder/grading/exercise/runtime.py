@@ -2,8 +2,9 @@
 
 Requests (JSON documents, see `wire`) and what they return:
 
-- `preload`: load the grading model and tokenizer of a folder (before the submission is known) -> how long the
-  process took to start, import the libraries (`main` does that before reading any request) and load them;
+- `preload`: load the grading model of a folder and copy the tokenizers the judge will lend (before the
+  submission is known) -> how long the process took to start, import the libraries (`main` does that before
+  reading any request) and load all that;
 - `init`: execute the assembled cells (instructor setup + the student's answers) -> notes on failed cells;
 - `call`: call a notebook function on decoded inputs, optionally with other names of the notebook replaced
   (`isolate`), then optionally back-propagate from one output and collect gradients -> the result as data;
@@ -19,6 +20,7 @@ import contextlib
 import dataclasses
 import enum
 import functools
+import gc
 import os
 import signal
 import sys
@@ -241,9 +243,10 @@ class Exerciser:
         started = time.perf_counter()
         if request.get("model_dir"):
             try:
-                resources.preload(str(request["model_dir"]))
+                resources.preload(str(request["model_dir"]), list(request.get("tokenizers") or []))
             except Exception:  # noqa: BLE001 (the checks that need the model report it)
                 pass
+        gc.freeze()  # what is loaded stays: a full collection (TRL's trainers call them) then skips it all
         return {"timings": {**self.timings, "preload_s": time.perf_counter() - started}}, []
 
     def op_init(self, request, tensors):
