@@ -17,7 +17,7 @@ from pathlib import Path
 
 from autograder.grading import result as results
 from autograder.grading.remote import ExerciseFailure
-from autograder.grading.sandbox import UNSAFE_WARNING, SandboxRunner, SandboxSettings
+from autograder.grading.sandbox import UNSAFE_WARNING, SandboxRunner, SandboxSettings, seconds
 
 
 @dataclass
@@ -107,7 +107,7 @@ def judge(submission: Submission, tests: dict[str, float], extra_credit: set[str
     from autograder.checks.framework import run_check, set_run_salt
     from autograder.grading.submission import assemble, read_answers
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     notes = list(submission.notes)
     if settings.unsafe_no_sandbox:
         notes.insert(0, UNSAFE_WARNING)
@@ -146,7 +146,7 @@ def judge(submission: Submission, tests: dict[str, float], extra_credit: set[str
         except ExerciseFailure as failure:
             notes.append(f"your notebook's cells could not be run: {failure}")
         timings["sandbox_start_s"] = round(time.perf_counter() - started, 2)
-        timings["sandbox"] = runner.timings
+        timings["sandbox"] = dict(runner.timings)
         if launch_next:
             launch_next_sandbox(settings)
         timings["checks_s"], timings["checks_waited_s"], timings["checks_mb"] = {}, {}, {}
@@ -173,4 +173,6 @@ def judge(submission: Submission, tests: dict[str, float], extra_credit: set[str
             if check.status != "passed" and notes:
                 feedback += "\n  note: " + "\n  note: ".join(notes)
             entries[grade_id] = results.test_entry(points, check.score, check.status, feedback)
+        timings["judge_cpu_s"] = round(time.process_time() - cpu_start, 2)
+        timings["sandbox"]["cpu_s"] = seconds(runner.exercise_cpu_s)
     return finish(entries)

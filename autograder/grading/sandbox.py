@@ -268,7 +268,7 @@ class FdChannel:
             except BlockingIOError:
                 self._wait(self.read_fd, writing=False)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> int:
         view = memoryview(data)
         while view:
             try:
@@ -279,6 +279,7 @@ class FdChannel:
                 self._wait(self.write_fd, writing=True)
             except BrokenPipeError:
                 raise EOFError("the sandbox closed its end") from None
+        return len(data)
 
     def flush(self) -> None:
         pass
@@ -379,7 +380,8 @@ class SandboxRunner(Runner):
 
         `timings` then says how the start went: whether the sandbox was launched before (`prestarted`), the
         seconds from the launch until its Python ran (`python_start_s`), that it spent importing the libraries
-        and loading the grading model, that this call waited for all that (`waited_s`), and the cells' seconds.
+        and loading the grading model, the CPU seconds it had used by then (`start_cpu_s`), the seconds this
+        call waited for all that (`waited_s`), and the cells' seconds.
         """
         if cells is not None:
             self.cells = list(cells)
@@ -398,7 +400,8 @@ class SandboxRunner(Runner):
             "prestarted": prestarted,
             "python_start_s": seconds(started_at - self.launched_at) if seconds(started_at) else None,
             "imports_s": seconds(reported.get("imports_s")), "model_load_s": seconds(reported.get("preload_s")),
-            "waited_s": round(waited, 2), "cells_s": seconds(reply.get("cells_s")),
+            "start_cpu_s": seconds(reported.get("cpu_s")), "waited_s": round(waited, 2),
+            "cells_s": seconds(reply.get("cells_s")),
         }
         return [str(note)[:500] for note in reply.get("notes", [])][:20] if isinstance(reply.get("notes"), list) else []
 
@@ -446,13 +449,13 @@ class SandboxRunner(Runner):
         channel.deadline = time.monotonic() + timeout
         try:
             if document is not None:
-                wire.write_frame(channel, document, wire.pack_tensors(list(tensors)))
+                wire.write_frame(channel, document, wire.blob_parts(list(tensors)))
             while True:
                 reply, blob = wire.read_frame(channel)
                 if reply.get("op") in ("oracle", "oracle_backward"):
                     with judge_time_limit(channel.deadline - time.monotonic()):
                         answer, out = self.serve_oracle(reply, wire.unpack_tensors(blob))
-                    wire.write_frame(channel, answer, wire.pack_tensors(out))
+                    wire.write_frame(channel, answer, wire.blob_parts(out))
                     continue
                 return reply, wire.unpack_tensors(blob)
         except (TimeoutError, CellTimeout):

@@ -10,7 +10,7 @@ Requests (JSON documents, see `wire`) and what they return:
   (`isolate`), then optionally back-propagate from one output and collect gradients -> the result as data;
 - `new`, `method`, `attrs`, `iterate`, `export`, `get`, `release`: make an input from a spec and keep it,
   call a method of a kept object, read some of its attributes, iterate it, describe it, read a notebook
-  constant, forget kept objects.
+  constant, forget kept objects (and say how many CPU seconds this process has used).
 
 Stand-ins for functions graded elsewhere are *oracles*: the exercise never holds their code. Calling one sends
 the inputs to the judge, which computes the result (and, for tensors that need it, the gradients in the
@@ -247,7 +247,8 @@ class Exerciser:
             except Exception:  # noqa: BLE001 (the checks that need the model report it)
                 pass
         gc.freeze()  # what is loaded stays: a full collection (TRL's trainers call them) then skips it all
-        return {"timings": {**self.timings, "preload_s": time.perf_counter() - started}}, []
+        return {"timings": {**self.timings, "preload_s": time.perf_counter() - started,
+                            "cpu_s": time.process_time()}}, []
 
     def op_init(self, request, tensors):
         notes = []
@@ -395,7 +396,7 @@ class Exerciser:
 
     def op_release(self, request, tensors):
         self.objects.clear()
-        return {"value": None}, []
+        return {"value": None, "cpu_s": time.process_time()}, []
 
 
 def follow(value, path: list):
@@ -616,7 +617,7 @@ def main(read_fd: int, write_fd: int) -> int:
     sys.stdout = sys.stderr = open(os.devnull, "w")
 
     def channel(document, tensors):
-        wire.write_frame(replies, document, wire.pack_tensors(list(tensors)))
+        wire.write_frame(replies, document, wire.blob_parts(list(tensors)))
         reply, blob = wire.read_frame(requests)
         return reply, wire.unpack_tensors(blob)
 
@@ -633,7 +634,7 @@ def main(read_fd: int, write_fd: int) -> int:
         except EOFError:
             return 0
         document, tensors = exerciser.serve(request, wire.unpack_tensors(blob))
-        wire.write_frame(replies, document, wire.pack_tensors(tensors))
+        wire.write_frame(replies, document, wire.blob_parts(tensors))
 
 
 if __name__ == "__main__":

@@ -23,12 +23,21 @@ class WireError(Exception):
     """A message that cannot be encoded, framed or decoded."""
 
 
-def write_frame(stream, document: dict, blob: bytes = b"") -> None:
+def write_frame(stream, document: dict, blob: bytes | list = b"") -> None:
+    """Write one frame; `blob` is the tensor blob, or the parts of it that `blob_parts` gives (written one after
+    the other, never joined)."""
     text = json.dumps(document, ensure_ascii=True, allow_nan=False).encode()
-    stream.write(struct.pack(">Q", len(text)) + text + struct.pack(">Q", len(blob)))
-    if blob:
-        stream.write(blob)
+    parts = [memoryview(part).cast("B") for part in (blob if isinstance(blob, list) else [blob])]
+    _write_all(stream, struct.pack(">Q", len(text)) + text + struct.pack(">Q", sum(len(part) for part in parts)))
+    for part in parts:
+        _write_all(stream, part)
     stream.flush()
+
+
+def _write_all(stream, data) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[stream.write(view):]
 
 
 def _read_exact(stream, size: int) -> bytes:
@@ -66,20 +75,26 @@ SAFETENSORS_DTYPES = {  # torch dtype name -> safetensors dtype code, for the dt
 
 
 def pack_tensors(tensors: list) -> bytes:
-    """The tensors as one safetensors blob (named 0..n-1), read back by `unpack_tensors` with safetensors.
+    """The tensors as one safetensors blob (named 0..n-1), read back by `unpack_tensors` with safetensors."""
+    return b"".join(blob_parts(tensors))
 
-    Written here with one copy of each tensor: safetensors' own `save` copies every tensor twice and ran at
-    about a tenth of the memory bandwidth (170 MB/s), the largest cost of sending models. Dtypes outside
-    SAFETENSORS_DTYPES (complex, float8...) go through safetensors' `save`.
+
+def blob_parts(tensors: list) -> list:
+    """The safetensors blob of `tensors` as a list of buffers: its header, then each tensor's own memory.
+
+    `write_frame` writes them without joining them, so sending a tensor copies it once, into the pipe:
+    safetensors' own `save` copies every tensor twice and ran at about a tenth of the memory bandwidth
+    (170 MB/s), the largest cost of sending models. Dtypes outside SAFETENSORS_DTYPES (complex, float8...)
+    go through safetensors' `save`.
     """
     if not tensors:
-        return b""
+        return []
     import torch
 
     if any(str(t.dtype).removeprefix("torch.") not in SAFETENSORS_DTYPES for t in tensors):
         from safetensors.torch import save
 
-        return save({str(i): t for i, t in enumerate(tensors)})
+        return [save({str(i): t for i, t in enumerate(tensors)})]
     header, chunks, offset = {}, [], 0
     for index, tensor in enumerate(tensors):
         data = torch.Tensor.detach(tensor).contiguous().reshape(-1).view(torch.uint8).numpy()
@@ -89,7 +104,7 @@ def pack_tensors(tensors: list) -> bytes:
         offset += data.nbytes
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned, as safetensors writes it
-    return b"".join([struct.pack("<Q", len(text)), text, *chunks])
+    return [struct.pack("<Q", len(text)) + text, *chunks]
 
 
 def unpack_tensors(blob: bytes) -> list:
