@@ -308,9 +308,9 @@ class SandboxRunner(Runner):
 
     MAX_STARTS = 20  # a crash or a timeout costs one check, which starts the next one afresh
 
-    def __init__(self, settings: SandboxSettings, cells: list[dict] | None = None):
+    def __init__(self, settings: SandboxSettings):
         super().__init__()
-        self.settings, self.cells = settings, list(cells or [])
+        self.settings, self.cells = settings, []  # the cells: given to `start`, run again by a restart
         self.process = None
         self.channel = None
         self.cgroup = None
