@@ -240,24 +240,34 @@ def sandboxes_under(grader_pid: int) -> list[int]:
     return [pid for pid in family if any(f"hw2-sandbox-{judge}-" in table[pid][1] for judge in family)]
 
 
+def sandbox_scratches(pids: list[int]) -> set[str]:
+    """The scratch folders named on the command lines of these sandbox processes (one per sandbox)."""
+    import re
+
+    table = process_table()
+    return {match for pid in pids if pid in table for match in re.findall(r"hw2-sandbox-\d+-[^/\s]+", table[pid][1])}
+
+
 def test_a_killed_grader_leaves_no_sandbox_and_the_next_run_cleans_up(tmp_path):
+    """Killed while it judges one submission and has launched the sandbox of the next one: both die."""
     import tempfile
     import time
     from pathlib import Path
 
     from autograder.grading.sandbox import SCRATCH_PREFIX, clean_leftovers
 
-    notebook = write_submission(tmp_path / "submitted", "sleeper", {"pad": "import time\ntime.sleep(120)\n"})
+    write_submission(tmp_path / "submitted", "a_sleeper", {"pad": "import time\ntime.sleep(120)\n"})
+    write_submission(tmp_path / "submitted", "b_next", {})
     before = set(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"))
-    grader = subprocess.Popen([sys.executable, "-m", "autograder", "grade", str(notebook), "--out",
-                               str(tmp_path / "out")], cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+    grader = subprocess.Popen([sys.executable, "-m", "autograder", "grade", str(tmp_path / "submitted"), "--out",
+                               str(tmp_path / "out"), "--jobs", "1"], cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
-        deadline, sandboxes = time.monotonic() + 180, []
-        while not sandboxes and time.monotonic() < deadline:
+        deadline, sandboxes = time.monotonic() + 240, []
+        while len(sandbox_scratches(sandboxes)) < 2 and time.monotonic() < deadline:
             time.sleep(0.5)
             sandboxes = sandboxes_under(grader.pid)
-        assert sandboxes, "the grader never started a sandbox"
+        assert len(sandbox_scratches(sandboxes)) == 2, "the grader never launched the next submission's sandbox"
     finally:
         grader.kill()
         grader.wait()
@@ -269,6 +279,87 @@ def test_a_killed_grader_leaves_no_sandbox_and_the_next_run_cleans_up(tmp_path):
     assert leftovers, "a killed grader leaves its scratch folder (the next run removes it)"
     clean_leftovers()
     assert not any(path.exists() for path in leftovers)
+
+
+# Every place where a submission could leave something for the next one: files in its HOME, /tmp, its output
+# folder and /dev/shm, an environment variable, attributes of torch, of builtins and of the exercise's own module,
+# a module of its own in sys.modules. The cell plants them all after checking that none is there yet; `pad` is
+# right only while the cell's own markers are in place (so the markers demonstrably work) and nothing of an
+# earlier submission was found.
+LEAK_MARKERS = """
+import builtins, os, pathlib, sys, types
+import torch
+import hw2_exercise.resources as _exercise_module
+
+def _marker_files():
+    return [pathlib.Path.home() / "hw2-leak-marker", pathlib.Path("/tmp/hw2-leak-marker"),
+            pathlib.Path(os.environ["HW2_OUTPUT_DIR"]) / "hw2-leak-marker", pathlib.Path("/dev/shm/hw2-leak-marker")]
+
+def _markers_found():
+    found = [str(path) for path in _marker_files() if path.exists()]
+    found += ["environment variable"] * ("HW2_LEAK_MARKER" in os.environ)
+    found += ["torch attribute"] * hasattr(torch, "hw2_leak_marker")
+    found += ["builtins attribute"] * hasattr(builtins, "hw2_leak_marker")
+    found += ["exercise module attribute"] * hasattr(_exercise_module, "hw2_leak_marker")
+    found += ["module"] * ("hw2_leak_module" in sys.modules)
+    return found
+
+_LEFT_BY_EARLIER = _markers_found()
+for _path in _marker_files():
+    try:
+        _path.parent.mkdir(parents=True, exist_ok=True)
+        _path.write_text("planted")
+    except OSError:
+        pass
+os.environ["HW2_LEAK_MARKER"] = "planted"
+torch.hw2_leak_marker = builtins.hw2_leak_marker = _exercise_module.hw2_leak_marker = True
+sys.modules["hw2_leak_module"] = types.ModuleType("hw2_leak_module")
+_PLANTED = _markers_found()
+_right_pad = pad
+
+def pad(*args, **kwargs):
+    if _LEFT_BY_EARLIER:
+        raise RuntimeError(f"found what an earlier submission left: {_LEFT_BY_EARLIER}")
+    if _markers_found() != _PLANTED:
+        raise RuntimeError(f"the markers of this submission did not stay in place: {_markers_found()}")
+    return _right_pad(*args, **kwargs)
+"""
+
+
+def test_submissions_of_one_judge_share_nothing_and_an_unused_sandbox_leaves_nothing(tmp_path):
+    """One judge process (--jobs 1) grades two submissions that plant markers everywhere, then an unreadable
+    one. Each runs in a sandbox launched ahead and finds nothing of the one before; the sandbox launched for
+    the unreadable one is never used; after the run no sandbox process and no scratch folder is left."""
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from autograder.grading.sandbox import SCRATCH_PREFIX
+
+    for student in ("a_leaker", "b_leaker"):
+        write_submission(tmp_path / "submitted", student, {**SOLUTION, "pad": SOLUTION["pad"] + LEAK_MARKERS})
+    (tmp_path / "submitted" / "z_garbage" / "hw2_dpo_ppo").mkdir(parents=True)
+    (tmp_path / "submitted" / "z_garbage" / "hw2_dpo_ppo" / "hw2_dpo_ppo.ipynb").write_text("{ not json")
+    before = set(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"))
+    grader = subprocess.Popen([sys.executable, "-m", "autograder", "grade", str(tmp_path / "submitted"), "--out",
+                               str(tmp_path / "out"), "--jobs", "1", "--seed", "0"], cwd=REPO_ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    pids, scratches = set(), set()
+    while grader.poll() is None:  # every sandbox the run starts lives for seconds at least
+        found = sandboxes_under(grader.pid)
+        pids |= set(found)
+        scratches |= sandbox_scratches(found)
+        time.sleep(0.2)
+    assert grader.returncode == 0, grader.stderr.read()[-2000:]
+    assert len(scratches) == 3, f"expected the sandboxes of a, b and the unused one of z, saw {scratches}"
+    for student in ("a_leaker", "b_leaker"):
+        graded = result(tmp_path / "out", student)
+        assert graded["timings"]["sandbox"]["prestarted"], f"{student}'s sandbox was not launched ahead"
+        assert graded["tests"]["test_pad"]["status"] == "passed", graded["tests"]["test_pad"]["feedback"]
+        assert graded["score"] == pytest.approx(graded["max_score"] + graded["extra_credit_max"])
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids), "a sandbox outlived the grader"
+    assert set(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*")) <= before, "a scratch folder was left"
+    assert not Path(tempfile.gettempdir(), "hw2-leak-marker").exists(), "a marker reached the machine's /tmp"
 
 
 def test_unsafe_no_sandbox_grades_but_marks_every_output(tmp_path):

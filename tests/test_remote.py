@@ -105,3 +105,22 @@ def test_kept_objects_are_referenced_by_handle_and_forgotten_on_release():
     runner.release()
     with pytest.raises(Exception, match="no kept object"):
         student(runner, "same")(reply.ref, reply.ref)
+
+
+def test_the_blob_is_safetensors_and_tied_weights_travel_once():
+    """`pack_tensors` writes the safetensors format itself: safetensors reads it back, every dtype it writes
+    keeps its values, and the embedding and the tied output layer of a model are one entry of the blob."""
+    from safetensors.torch import load
+
+    tensors = [torch.randn(3, 4), torch.tensor(2.5, dtype=torch.float64), torch.zeros(0, 3),
+               torch.tensor([True, False]), torch.randn(2, 3).to(torch.bfloat16), torch.arange(6)[::2],
+               torch.randn(4, 4).t(), torch.ones(2, dtype=torch.complex64)]
+    form, plain = wire.encode(tensors)
+    loaded = load(wire.pack_tensors(plain))
+    for index, tensor in enumerate(tensors):
+        assert loaded[str(index)].dtype == tensor.dtype and torch.equal(loaded[str(index)], tensor)
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 10, bias=False))
+    model[1].weight = model[0].weight
+    form, plain = wire.encode(model.state_dict())
+    assert len(plain) == 1
+    assert round_trip(model.state_dict())["1.weight"].equal(model[0].weight.detach())

@@ -5,6 +5,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 MODEL_DIR_VARIABLE = "HW2_CHECKS_MODEL_DIR"
+# (pad, side) of every tokenizer the checks hand to student code (`tokenizer` and `models.make_tokenizer`): a
+# sandbox makes its copies of them before the submission arrives (see `resources.preload`)
+LENT_TOKENIZERS = ((None, None), ("eos", "left"), ("eos", "right"), ("safe", "left"), ("safe", "right"),
+                   ("added", "left"), ("added", "right"))
 
 
 class CheckContext:
@@ -44,9 +48,19 @@ class CheckContext:
             from autograder.grading.exercise.resources import tokenizer_from_spec
             from autograder.grading.remote import tag
 
-            spec = {"kind": "tokenizer", "path": str(self.model_dir), "pad": None, "side": None}
+            spec = self.tokenizer_spec(None, None)
             self._tokenizer = tag(tokenizer_from_spec(spec), spec)
         return self._tokenizer
+
+    def tokenizer_spec(self, pad: str | None, side: str | None) -> dict:
+        """The spec of a grading tokenizer (see `autograder.checks.models.tokenizer_spec`); one that the checks
+        hand to student code belongs in LENT_TOKENIZERS (else each sandbox copies it when it is first lent)."""
+        return {"kind": "tokenizer", "path": str(self.model_dir), "pad": pad, "side": side}
+
+    def preload(self) -> dict:
+        """What a sandbox loads before the submission arrives: the grading model and the lent tokenizers."""
+        return {"model_dir": str(self.model_dir),
+                "tokenizers": [self.tokenizer_spec(pad, side) for pad, side in LENT_TOKENIZERS]}
 
     @property
     def pad_id(self) -> int:

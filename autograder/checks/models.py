@@ -21,8 +21,9 @@ REWARD_HEAD_SEED = 7  # the score head of the checks' reward model checkpoint
 
 def tokenizer_spec(ctx, pad: str | None, side: str) -> dict:
     """pad: "eos" (what `load_tokenizer` gives, the end-of-turn token), "safe" (what `set_chat_safe_pad_token`
-    gives) or "added" (a brand-new `[PAD]` token, one more than the model has embeddings for)."""
-    return {"kind": "tokenizer", "path": str(ctx.model_dir), "pad": pad, "side": side}
+    gives) or "added" (a brand-new `[PAD]` token, one more than the model has embeddings for); the pairs handed to
+    student code are listed in `autograder.checks.context.LENT_TOKENIZERS`."""
+    return ctx.tokenizer_spec(pad, side)
 
 
 def make_tokenizer(ctx, pad: str, side: str):

@@ -11,7 +11,10 @@
   `log_softmax` + `gather`, forward and forward + backward, each measured in a fresh subprocess.
 - `bench grade [--students N]`: grades N copies of the solution with `--jobs 1` and `--jobs 2` and reports
   the seconds per submission (the checks of a judge's first submission, which computes the references, apart
-  from the later ones, which reuse them) and the class throughput.
+  from the later ones, which reuse them), where they go (the sandbox's process start, imports, model load and
+  cells, and how much of that the judge waited for; the checks, the judge's wait on the sandbox within them
+  and the megabytes through the pipes; the CPU seconds of the judge and of the sandbox) and the class
+  throughput.
 - `bench ppo [--updates N] [--reward-model DIR] [--set NAME=VALUE] [--out PREFIX]`: a longer PPO run than the
   demo's, with the notebook's own `make_ppo_config`/`build_ppo_trainer` and the `demo` profile's PPO settings
   (its 8 training prompts included; `--set PPO_TRAIN_PROMPTS=None` answers every training prompt; other
@@ -518,6 +521,47 @@ def optional(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.1f}"
 
 
+def mean(values: list) -> float | None:
+    """The mean of the numbers among `values`, to two decimals (None if there are none)."""
+    numbers = [v for v in values if isinstance(v, (int, float))]
+    return round(sum(numbers) / len(numbers), 2) if numbers else None
+
+
+def grade_run_summary(results: list[dict], wall: float, jobs: int) -> dict:
+    """Where the seconds of one `grade` run went, per submission, from the timings of its grading JSONs."""
+    timings = [r.get("timings", {}) for r in results]
+    sandbox = [t.get("sandbox", {}) for t in timings]
+    checks = [sum(t.get("checks_s", {}).values()) for t in timings]
+    later = [t.get("cached_references", 0) > 0 for t in timings]  # a judge's first submission computes them
+    seconds = [r["seconds"] for r in results]
+    cpu = [t.get("judge_cpu_s", 0) + (s.get("cpu_s") or 0) for t, s in zip(timings, sandbox)]
+    return {
+        "wall_s": round(wall, 1),
+        "wall_per_submission_s": round(wall / len(results), 1),
+        "seconds_per_submission": round(sum(seconds) / len(seconds), 1),
+        "seconds_later": mean([s for s, warm in zip(seconds, later) if warm]),
+        "sandbox_start_s": mean([t.get("sandbox_start_s") for t in timings]),
+        "sandbox_prestarted": sum(bool(s.get("prestarted")) for s in sandbox),
+        "sandbox_python_start_s": mean([s.get("python_start_s") for s in sandbox]),
+        "sandbox_imports_s": mean([s.get("imports_s") for s in sandbox]),
+        "sandbox_model_load_s": mean([s.get("model_load_s") for s in sandbox]),
+        "sandbox_cells_s": mean([s.get("cells_s") for s in sandbox]),
+        "checks_s": mean(checks),
+        "checks_first_s": mean([c for c, warm in zip(checks, later) if not warm]),
+        "checks_later_s": mean([c for c, warm in zip(checks, later) if warm]),
+        "checks_waited_s": mean([sum(t.get("checks_waited_s", {}).values()) for t in timings]),
+        "wire_mb": mean([sum(t.get("checks_mb", {}).values()) for t in timings]),
+        "judge_cpu_s": mean([t.get("judge_cpu_s") for t in timings]),
+        "judge_cpu_later_s": mean([t.get("judge_cpu_s") for t, warm in zip(timings, later) if warm]),
+        "sandbox_start_cpu_s": mean([s.get("start_cpu_s") for s in sandbox]),
+        "sandbox_cpu_s": mean([s.get("cpu_s") for s in sandbox]),
+        "cpu_per_submission_later_s": mean([c for c, warm in zip(cpu, later) if warm]),
+        "judge_startup_s": round(wall - sum(seconds) / max(jobs, 1), 1),
+        "submissions_per_hour": round(3600 * len(results) / wall, 1),
+        "all_full_marks": all(r["score"] == r["max_score"] + r.get("extra_credit_max", 0) for r in results),
+    }
+
+
 def bench_grade(args: argparse.Namespace) -> int:
     from autograder.fixtures.build import build_fixtures
 
@@ -539,38 +583,39 @@ def bench_grade(args: argparse.Namespace) -> int:
                 print(done.stdout[-2000:], done.stderr[-3000:], file=sys.stderr)
                 return 1
             results = [json.loads(path.read_text()) for path in sorted(out.glob("student*.json"))]
-            seconds = [r["seconds"] for r in results]
-            starts = [r.get("timings", {}).get("sandbox_start_s", 0.0) for r in results]
-            checks = [sum(r.get("timings", {}).get("checks_s", {}).values()) for r in results]
-            cold = [c for c, r in zip(checks, results) if not r.get("timings", {}).get("cached_references")]
-            warm = [c for c, r in zip(checks, results) if r.get("timings", {}).get("cached_references")]
-            runs[jobs] = {
-                "wall_s": round(wall, 1),
-                "seconds_per_submission": round(sum(seconds) / len(seconds), 1),
-                "sandbox_start_s": round(sum(starts) / len(starts), 1),
-                "checks_s": round(sum(checks) / len(checks), 1),
-                # a judge's first submission computes the references, the later ones reuse them
-                "checks_first_s": round(sum(cold) / len(cold), 1) if cold else None,
-                "checks_later_s": round(sum(warm) / len(warm), 1) if warm else None,
-                "judge_startup_s": round(wall - sum(seconds) / max(jobs, 1), 1),
-                "submissions_per_hour": round(3600 * len(results) / wall, 1),
-                "all_full_marks": all(r["score"] == r["max_score"] + r.get("extra_credit_max", 0) for r in results),
-            }
+            runs[jobs] = grade_run_summary(results, wall, jobs)
     result = {"bench": "grade", "students": args.students, **{f"jobs{j}": run for j, run in runs.items()},
               "load_avg": [round(load_start, 2), round(os.getloadavg()[0], 2)], **machine()}
     if len(runs) >= 2:
         first, last = runs[args.jobs[0]], runs[args.jobs[-1]]
         result["throughput_ratio"] = round(last["submissions_per_hour"] / first["submissions_per_hour"], 3)
-    lines = [f"grading {args.students} copies of the solution notebook, each in its own sandbox",
-             f"{'jobs':>5}{'wall s':>9}{'s / submission':>16}{'sandbox start':>15}{'checks':>8}"
-             f"{'first':>7}{'later':>7}{'submissions / hour':>20}{'full marks':>12}"]
+    lines = [f"grading {args.students} copies of the solution notebook, each in its own sandbox "
+             f"(load average {result['load_avg'][0]} before, {result['load_avg'][1]} after, "
+             f"on {os.cpu_count()} cores)",
+             f"{'jobs':>5}{'wall s':>8}{'wall / sub':>11}{'s / sub':>9}{'later':>7}{'start':>7}{'checks':>8}"
+             f"{'first':>7}{'later':>7}{'waited':>8}{'MB':>7}{'CPU / sub':>11}{'subs / hour':>13}{'full marks':>12}"]
     for jobs, run in runs.items():
-        lines.append(f"{jobs:>5}{run['wall_s']:>9.1f}{run['seconds_per_submission']:>16.1f}"
-                     f"{run['sandbox_start_s']:>15.1f}{run['checks_s']:>8.1f}"
+        lines.append(f"{jobs:>5}{run['wall_s']:>8.1f}{run['wall_per_submission_s']:>11.1f}"
+                     f"{run['seconds_per_submission']:>9.1f}{optional(run['seconds_later']):>7}"
+                     f"{optional(run['sandbox_start_s']):>7}{optional(run['checks_s']):>8}"
                      f"{optional(run['checks_first_s']):>7}{optional(run['checks_later_s']):>7}"
-                     f"{run['submissions_per_hour']:>20.1f}{str(run['all_full_marks']):>12}")
-    lines.append("checks: seconds per submission; first: a judge process's first submission, which computes the "
-                 "references; later: the others, which reuse them")
+                     f"{optional(run['checks_waited_s']):>8}{optional(run['wire_mb']):>7}"
+                     f"{optional(run['cpu_per_submission_later_s']):>11}"
+                     f"{run['submissions_per_hour']:>13.1f}{str(run['all_full_marks']):>12}")
+    lines += ["s / sub: seconds of one submission from the judge's side; later: those of a judge process's later "
+              "submissions, whose references are cached; start: what the judge waited for the sandbox's start "
+              "and cells (its imports and model load run ahead, beside the previous submission); checks: first "
+              "and later submissions; waited: of the checks, the judge waiting on the sandbox; MB: through the "
+              "pipes; CPU / sub: CPU seconds of the judge and the sandbox for a later submission, what it costs "
+              "on one core"]
+    for jobs, run in runs.items():
+        lines.append(f"--jobs {jobs}, the sandbox's start (per submission, run ahead for {run['sandbox_prestarted']} "
+                     f"of {args.students}): Python {optional(run['sandbox_python_start_s'])} s, imports "
+                     f"{optional(run['sandbox_imports_s'])} s, model and tokenizers "
+                     f"{optional(run['sandbox_model_load_s'])} s, cells {optional(run['sandbox_cells_s'])} s; CPU: "
+                     f"sandbox {optional(run['sandbox_start_cpu_s'])} s to start, {optional(run['sandbox_cpu_s'])} s "
+                     f"in all, judge {optional(run['judge_cpu_later_s'])} s (later submissions); judge process "
+                     f"startup {run['judge_startup_s']} s")
     emit(result, args, lines)
     return 0
 

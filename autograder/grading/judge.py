@@ -4,7 +4,12 @@ The judge never runs the student's code: it starts a sandbox that executes the a
 call the student's functions on inputs made here, and judges the data that comes back with the checks of
 `autograder.checks`. A check that hangs or crashes the sandbox costs that check only: the sandbox is started
 again for the next one (a few times at most).
+
+A judge process launches the sandbox of its next submission while it judges the current one (`launch_next`),
+so that the next sandbox's start, mostly importing the libraries, runs beside the checks instead of before
+them. That sandbox is fresh: it serves one submission only, and it is closed when the judge process exits.
 """
+import atexit
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -12,7 +17,7 @@ from pathlib import Path
 
 from autograder.grading import result as results
 from autograder.grading.remote import ExerciseFailure
-from autograder.grading.sandbox import UNSAFE_WARNING, SandboxRunner, SandboxSettings
+from autograder.grading.sandbox import UNSAFE_WARNING, SandboxRunner, SandboxSettings, seconds
 
 
 @dataclass
@@ -40,7 +45,39 @@ def sandbox_settings(settings: JudgeSettings, context) -> SandboxSettings:
     environment.pop("PYTHONPATH", None)
     return SandboxSettings(read_only=[fixture_paths().root, context.shared_dir], environment=environment,
                            memory_gb=settings.memory_gb, request_timeout=settings.check_timeout,
-                           unsafe_no_sandbox=settings.unsafe_no_sandbox)
+                           unsafe_no_sandbox=settings.unsafe_no_sandbox, preload=context.preload())
+
+
+_NEXT: list[SandboxRunner] = []  # the sandbox launched for this judge process's next submission (one at most)
+
+
+def close_next_sandbox() -> None:
+    """Close the sandbox launched for a next submission that never came (at the judge process's exit)."""
+    while _NEXT:
+        _NEXT.pop().close()
+
+
+atexit.register(close_next_sandbox)
+
+
+def launch_next_sandbox(settings: JudgeSettings) -> None:
+    """Launch the sandbox of this judge process's next submission, unless one is launched already."""
+    from autograder.checks.context import default_context
+
+    if _NEXT:
+        return
+    runner = SandboxRunner(sandbox_settings(settings, default_context()))
+    try:
+        runner.launch()
+    except OSError:  # bubblewrap cannot start now: the next submission's own start will say why
+        runner.close()
+        return
+    _NEXT.append(runner)
+
+
+def sandbox_for_this_submission(settings: JudgeSettings, context) -> SandboxRunner:
+    """The sandbox launched for this submission before, or a new one (launched when it starts)."""
+    return _NEXT.pop() if _NEXT else SandboxRunner(sandbox_settings(settings, context))
 
 
 def grader_key() -> str:
@@ -59,14 +96,18 @@ def grader_key() -> str:
 
 
 def judge(submission: Submission, tests: dict[str, float], extra_credit: set[str], settings: JudgeSettings,
-          key: str) -> dict:
-    """The grading JSON of one submission (never raises for anything the submission does)."""
+          key: str, launch_next: bool = False) -> dict:
+    """The grading JSON of one submission (never raises for anything the submission does).
+
+    `launch_next`: this judge process will grade another submission after this one, so it launches that one's
+    sandbox as soon as this one's has run its cells.
+    """
     from autograder.checks import all_checks
     from autograder.checks.context import default_context
     from autograder.checks.framework import run_check, set_run_salt
     from autograder.grading.submission import assemble, read_answers
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     notes = list(submission.notes)
     if settings.unsafe_no_sandbox:
         notes.insert(0, UNSAFE_WARNING)
@@ -98,14 +139,17 @@ def judge(submission: Submission, tests: dict[str, float], extra_credit: set[str
     deadline = time.monotonic() + settings.timeout
     timings["prepare_s"] = round(time.perf_counter() - start, 2)
     timings["cached_references"] = context.cached_count()  # 0 for the first submission of this judge process
-    with SandboxRunner(cells, sandbox_settings(settings, context)) as runner:
+    with sandbox_for_this_submission(settings, context) as runner:
         started = time.perf_counter()
         try:
-            notes += runner.start()
+            notes += runner.start(cells)
         except ExerciseFailure as failure:
             notes.append(f"your notebook's cells could not be run: {failure}")
         timings["sandbox_start_s"] = round(time.perf_counter() - started, 2)
-        timings["checks_s"] = {}
+        timings["sandbox"] = dict(runner.timings)
+        if launch_next:
+            launch_next_sandbox(settings)
+        timings["checks_s"], timings["checks_waited_s"], timings["checks_mb"] = {}, {}, {}
         # judge
         for grade_id, points in tests.items():
             left = deadline - time.monotonic()
@@ -119,11 +163,16 @@ def judge(submission: Submission, tests: dict[str, float], extra_credit: set[str
                 entries[grade_id] = results.test_entry(points, 0, "error", f"[{grade_id}] this grader has no "
                                                                              "automatic check for this test")
                 continue
-            started = time.perf_counter()
+            started, traffic = time.perf_counter(), dict(vars(runner.traffic))
             check = run_check(checks[grade_id], runner, context)
             timings["checks_s"][grade_id] = round(time.perf_counter() - started, 2)
+            timings["checks_waited_s"][grade_id] = round(runner.traffic.waited_s - traffic["waited_s"], 2)
+            timings["checks_mb"][grade_id] = round((runner.traffic.sent + runner.traffic.received
+                                                    - traffic["sent"] - traffic["received"]) / 1e6, 1)
             feedback = check.feedback
             if check.status != "passed" and notes:
                 feedback += "\n  note: " + "\n  note: ".join(notes)
             entries[grade_id] = results.test_entry(points, check.score, check.status, feedback)
+        timings["judge_cpu_s"] = round(time.process_time() - cpu_start, 2)
+        timings["sandbox"]["cpu_s"] = seconds(runner.exercise_cpu_s)
     return finish(entries)

@@ -196,6 +196,7 @@ class Runner:
         self.oracles: dict[str, object] = {}
         self.tapes: dict[int, tuple] = {}
         self.counter = itertools.count(1)
+        self.exercise_cpu_s = None  # CPU seconds the exercise's process had used at the last release, as it says
 
     # ------------------------------------------------------------ encoding
 
@@ -356,7 +357,8 @@ class Runner:
         end of each case): a stand-in stashed by student code answers nothing in a later case."""
         self.oracles.clear()
         self.tapes.clear()
-        self.request({"op": "release"})
+        reply, _ = self.request({"op": "release"})
+        self.exercise_cpu_s = reply.get("cpu_s")
 
     def exchange(self, document: dict, tensors: list) -> tuple[dict, list]:
         raise NotImplementedError

@@ -9,9 +9,16 @@ in new user, PID, network, IPC, UTS and cgroup namespaces (no network at all, a 
 an address-space limit, a process-count limit (a pids cgroup, where the machine has one) and a time limit
 per request. When the submission is done, or the grader dies, every process of the sandbox is killed: the
 PID namespace ends with its first process.
+
+A sandbox is launched before it is needed (`SandboxRunner.launch`): its process imports the libraries and
+loads the grading model before it reads any request, so a judge launches the sandbox of its next submission
+while it judges the current one. A launched sandbox is still fresh and private: it has run no cells and no
+request yet, and the submission it serves is the only one it ever sees.
 """
 import contextlib
 import ctypes
+import fcntl
+import math
 import os
 import select
 import shutil
@@ -38,6 +45,7 @@ SCRATCH_PREFIX = "hw2-sandbox-"
 INPUTS_PREFIX = "hw2-judge-inputs-"
 KERNEL_SCRATCH_PREFIX = "hw2-kernel-"  # the nbgrader kernel's sandbox (kernel.py)
 CELL_TIMEOUT = 300  # seconds for one top-level cell at start (the instructor's imports on a busy machine)
+PIPE_BYTES = 1 << 20  # the pipes' buffer (the default 64 KiB takes 16 times as many switches per model sent)
 CGROUP_ROOT = Path("/sys/fs/cgroup/pids")
 UNSAFE_WARNING = ("WARNING: graded with --unsafe-no-sandbox: the submission's code ran without isolation, so this "
                   "grade can be forged; do not trust it")
@@ -57,6 +65,7 @@ class SandboxSettings:
     max_processes: int = 256
     request_timeout: float = 120.0  # seconds for one request (a check's call, or the cells at start)
     unsafe_no_sandbox: bool = False
+    preload: dict = field(default_factory=dict)  # what it loads before any request (`resources.preload`'s arguments)
 
 
 def system_mounts() -> list[str]:
@@ -220,63 +229,101 @@ def judge_time_limit(seconds: float):
         yield
 
 
+@dataclass
+class Traffic:
+    """What went through a runner's pipes: bytes each way, and the seconds the judge waited on them (for the
+    sandbox to compute, or to make room or send data)."""
+
+    sent: int = 0
+    received: int = 0
+    waited_s: float = 0.0
+
+
 class FdChannel:
     """Blocking-looking reads and writes on pipe ends, with a deadline."""
 
-    def __init__(self, read_fd: int, write_fd: int):
+    def __init__(self, read_fd: int, write_fd: int, traffic: Traffic | None = None):
         self.read_fd, self.write_fd = read_fd, write_fd
         os.set_blocking(read_fd, False)
         os.set_blocking(write_fd, False)
         self.deadline = float("inf")
+        self.traffic = traffic or Traffic()
 
     def _wait(self, fd: int, writing: bool) -> None:
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError
+        started = time.perf_counter()
         ready = select.select([], [fd], [], left) if writing else select.select([fd], [], [], left)
+        self.traffic.waited_s += time.perf_counter() - started
         if not any(ready):
             raise TimeoutError
 
     def read(self, size: int) -> bytes:
         while True:
             try:
-                return os.read(self.read_fd, min(size, 1 << 20))
+                data = os.read(self.read_fd, min(size, 1 << 20))
+                self.traffic.received += len(data)
+                return data
             except BlockingIOError:
                 self._wait(self.read_fd, writing=False)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> int:
         view = memoryview(data)
         while view:
             try:
                 written = os.write(self.write_fd, view[: 1 << 20])
+                self.traffic.sent += written
                 view = view[written:]
             except BlockingIOError:
                 self._wait(self.write_fd, writing=True)
             except BrokenPipeError:
                 raise EOFError("the sandbox closed its end") from None
+        return len(data)
 
     def flush(self) -> None:
         pass
 
 
+def widened_pipe() -> tuple[int, int]:
+    """A pipe with a PIPE_BYTES buffer where the system allows it (else the default one)."""
+    read_fd, write_fd = os.pipe()
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    return read_fd, write_fd
+
+
+def seconds(value) -> float | None:
+    """A duration the sandbox reported, as a number of seconds for the timings (None if it is none)."""
+    return round(float(value), 2) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
 class SandboxRunner(Runner):
-    """Requests to an exerciser in a fresh sandbox; restarts it (cells included) after a crash or a timeout."""
+    """Requests to an exerciser in a fresh sandbox; restarts it (cells included) after a crash or a timeout.
+
+    `launch()` starts the sandbox's process, which imports the libraries and loads the grading model without
+    waiting for anything; `start(cells)` then runs the submission's cells in it (launching it first unless
+    `launch` did). A judge launches the next submission's runner while it judges the current one.
+    """
 
     MAX_STARTS = 20  # a crash or a timeout costs one check, which starts the next one afresh
 
-    def __init__(self, cells: list[dict], settings: SandboxSettings):
+    def __init__(self, settings: SandboxSettings):
         super().__init__()
-        self.cells, self.settings = cells, settings
+        self.settings, self.cells = settings, []  # the cells: given to `start`, run again by a restart
         self.process = None
         self.channel = None
         self.cgroup = None
         self.scratch = None
         self.starts = 0
+        self.launched_at = 0.0  # time.time() of the last launch
+        self.traffic = Traffic()
+        self.timings: dict = {}  # how the last start went (see `start`)
 
     # ------------------------------------------------------------ lifetime
 
-    def start(self) -> list[str]:
-        """Start the sandbox and run the cells; returns the notes on failed cells."""
+    def launch(self) -> None:
+        """Start a fresh sandbox process and ask it to load the grading model; returns without waiting for it."""
         self.close()
         if self.starts >= self.MAX_STARTS:
             raise ExerciseFailure(f"your code stopped the grading process {self.starts} times; "
@@ -284,8 +331,8 @@ class SandboxRunner(Runner):
         self.starts += 1
         self.scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
         write_identity_files(self.scratch)
-        request_read, request_write = os.pipe()
-        reply_read, reply_write = os.pipe()
+        request_read, request_write = widened_pipe()
+        reply_read, reply_write = widened_pipe()
         self.cgroup = PidsCgroup(self.settings.max_processes)
         memory = int(self.settings.memory_gb * 2**30)
         cgroup = self.cgroup
@@ -311,17 +358,52 @@ class SandboxRunner(Runner):
             cwd = self.scratch / "home"
         else:
             env, command, cwd = {}, bwrap_command(self.settings, self.scratch, request_read, reply_write), "/"
+        self.launched_at = time.time()
         self.process = subprocess.Popen(command, cwd=cwd, env=env,
                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, pass_fds=(request_read, reply_write),
                                         preexec_fn=prepare_child, start_new_session=True)
         os.close(request_read)
         os.close(reply_write)
-        self.channel = FdChannel(reply_read, request_write)
+        self.channel = FdChannel(reply_read, request_write, self.traffic)
+        self.channel.deadline = time.monotonic() + self.settings.request_timeout
+        try:  # a few bytes: they wait in the pipe until the process has imported the libraries
+            wire.write_frame(self.channel, {"op": "preload", **self.settings.preload})
+        except (TimeoutError, EOFError, OSError):
+            pass  # the process died at once: `start` launches another one, or reports it
+
+    def launched(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, cells: list[dict] | None = None) -> list[str]:
+        """Run the cells in the sandbox (launched now unless it was before); returns the notes on failed cells.
+
+        `timings` then says how the start went: whether the sandbox was launched before (`prestarted`), the
+        seconds from the launch until its Python ran (`python_start_s`), that it spent importing the libraries
+        and loading the grading model, the CPU seconds it had used by then (`start_cpu_s`), the seconds this
+        call waited for all that (`waited_s`), and the cells' seconds.
+        """
+        if cells is not None:
+            self.cells = list(cells)
+        prestarted = self.launched()
+        if not prestarted:
+            self.launch()
         cell_timeout = max(self.settings.request_timeout, CELL_TIMEOUT)
+        waiting = time.perf_counter()
+        ready, _ = self.exchange_once(None, [], timeout=2 * cell_timeout)  # the answer to `preload`
+        waited = time.perf_counter() - waiting
         reply, _ = self.exchange_once({"op": "init", "cells": self.cells, "cell_timeout": cell_timeout},
                                       [], timeout=2 * cell_timeout)
-        return [str(note)[:500] for note in reply.get("notes", [])][:20] if isinstance(reply, dict) else []
+        reported = ready.get("timings") if isinstance(ready.get("timings"), dict) else {}
+        started_at = reported.get("started_at")
+        self.timings = {
+            "prestarted": prestarted,
+            "python_start_s": seconds(started_at - self.launched_at) if seconds(started_at) else None,
+            "imports_s": seconds(reported.get("imports_s")), "model_load_s": seconds(reported.get("preload_s")),
+            "start_cpu_s": seconds(reported.get("cpu_s")), "waited_s": round(waited, 2),
+            "cells_s": seconds(reply.get("cells_s")),
+        }
+        return [str(note)[:500] for note in reply.get("notes", [])][:20] if isinstance(reply.get("notes"), list) else []
 
     def close(self) -> None:
         if self.process is not None:
@@ -361,17 +443,19 @@ class SandboxRunner(Runner):
             self.start()
         return self.exchange_once(document, tensors, timeout=self.settings.request_timeout)
 
-    def exchange_once(self, document: dict, tensors: list, timeout: float) -> tuple[dict, list]:
+    def exchange_once(self, document: dict | None, tensors: list, timeout: float) -> tuple[dict, list]:
+        """Send `document` (None: nothing, the request went before) and return the reply, serving oracles."""
         channel = self.channel
         channel.deadline = time.monotonic() + timeout
         try:
-            wire.write_frame(channel, document, wire.pack_tensors(list(tensors)))
+            if document is not None:
+                wire.write_frame(channel, document, wire.blob_parts(list(tensors)))
             while True:
                 reply, blob = wire.read_frame(channel)
                 if reply.get("op") in ("oracle", "oracle_backward"):
                     with judge_time_limit(channel.deadline - time.monotonic()):
                         answer, out = self.serve_oracle(reply, wire.unpack_tensors(blob))
-                    wire.write_frame(channel, answer, wire.pack_tensors(out))
+                    wire.write_frame(channel, answer, wire.blob_parts(out))
                     continue
                 return reply, wire.unpack_tensors(blob)
         except (TimeoutError, CellTimeout):

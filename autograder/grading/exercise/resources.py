@@ -98,6 +98,16 @@ def _base_model(path: str, auto: str):
 MODEL_CLASSES = ("AutoModelForCausalLM", "AutoModelForSequenceClassification")
 
 
+def preload(path: str, tokenizers: list[dict]) -> None:
+    """Load the tokenizer and both model classes of the folder `path`, which the specs of the checks copy, and
+    make the copies of the `tokenizers` (specs) that `lent_tokenizer` lends (about 0.3 s each)."""
+    base_tokenizer(path)
+    for auto in MODEL_CLASSES:
+        _base_model(path, auto)
+    for spec in tokenizers:
+        lent_tokenizer(dict(spec))
+
+
 def model_from_spec(spec: dict):
     """A fresh float32 model in eval mode (dropout off) from `spec`:
 

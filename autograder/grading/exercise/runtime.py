@@ -2,12 +2,15 @@
 
 Requests (JSON documents, see `wire`) and what they return:
 
+- `preload`: load the grading model of a folder and copy the tokenizers the judge will lend (before the
+  submission is known) -> how long the process took to start, import the libraries (`main` does that before
+  reading any request) and load all that;
 - `init`: execute the assembled cells (instructor setup + the student's answers) -> notes on failed cells;
 - `call`: call a notebook function on decoded inputs, optionally with other names of the notebook replaced
   (`isolate`), then optionally back-propagate from one output and collect gradients -> the result as data;
 - `new`, `method`, `attrs`, `iterate`, `export`, `get`, `release`: make an input from a spec and keep it,
   call a method of a kept object, read some of its attributes, iterate it, describe it, read a notebook
-  constant, forget kept objects.
+  constant, forget kept objects (and say how many CPU seconds this process has used).
 
 Stand-ins for functions graded elsewhere are *oracles*: the exercise never holds their code. Calling one sends
 the inputs to the judge, which computes the result (and, for tensors that need it, the gradients in the
@@ -17,9 +20,11 @@ import contextlib
 import dataclasses
 import enum
 import functools
+import gc
 import os
 import signal
 import sys
+import time
 import traceback
 import types
 from collections.abc import Mapping
@@ -28,6 +33,16 @@ from . import resources, wire
 
 EXPORT_ROWS = 64  # rows of a dataset described in a reply
 EXPORT_BATCHES = 16  # batches of a DataLoader read by `iterate`
+# What the notebook's setup cells import (module -> names they take from it), imported by `main` before any
+# request: the slow part of a sandbox's start, done while the judge is still busy with another submission.
+PREIMPORTS = {
+    "numpy": (), "torch": (), "torch.nn.functional": (), "torch.utils.data": ("DataLoader",), "tqdm.auto": (),
+    "matplotlib.pyplot": (), "datasets": ("Dataset", "load_dataset"), "psutil": (),
+    "transformers": ("AutoModelForCausalLM", "AutoModelForSequenceClassification", "AutoTokenizer",
+                     "PreTrainedModel", "PreTrainedTokenizerBase"),
+    "huggingface_hub": ("HfApi", "ModelCard", "ModelCardData"), "peft": ("LoraConfig", "PeftModel", "get_peft_model"),
+    "trl": ("RewardConfig", "RewardTrainer"), "trl.experimental.ppo": ("PPOConfig", "PPOTrainer"),
+}
 
 
 class CellTimeout(BaseException):
@@ -120,6 +135,7 @@ class Exerciser:
         self.objects: dict[int, object] = {}
         self.next_id = 1
         self.provided: dict[str, object] = {}  # names as the instructor's cells defined them
+        self.timings: dict[str, float] = {}  # how this process started (see `main` and `op_preload`)
 
     # ------------------------------------------------------------ data in, data out
 
@@ -223,8 +239,20 @@ class Exerciser:
             return {"error": error_form(error, "describing the result")}, []
         return {"value": form, **extra}, tensors
 
+    def op_preload(self, request, tensors):
+        started = time.perf_counter()
+        if request.get("model_dir"):
+            try:
+                resources.preload(str(request["model_dir"]), list(request.get("tokenizers") or []))
+            except Exception:  # noqa: BLE001 (the checks that need the model report it)
+                pass
+        gc.freeze()  # what is loaded stays: a full collection (TRL's trainers call them) then skips it all
+        return {"timings": {**self.timings, "preload_s": time.perf_counter() - started,
+                            "cpu_s": time.process_time()}}, []
+
     def op_init(self, request, tensors):
         notes = []
+        started = time.perf_counter()
         timeout = float(request.get("cell_timeout", 120))
         for cell in request.get("cells", []):
             before = dict(self.namespace)
@@ -239,7 +267,7 @@ class Exerciser:
                 form = error_form(error, "running the cell")
                 notes.append(f"{cell['name']} raised {form['type']}: {form['message'].strip()[:300]}"
                              + (f" ({form['where']})" if form["where"] else ""))
-        return {"notes": notes}, []
+        return {"notes": notes, "cells_s": time.perf_counter() - started}, []
 
     def function(self, request) -> tuple[object, dict | None]:
         name = str(request["name"])
@@ -368,7 +396,7 @@ class Exerciser:
 
     def op_release(self, request, tensors):
         self.objects.clear()
-        return {"value": None}, []
+        return {"value": None, "cpu_s": time.process_time()}, []
 
 
 def follow(value, path: list):
@@ -561,8 +589,26 @@ def time_limit(seconds: float):
 
 # ---------------------------------------------------------------- the sandboxed process
 
+def preimport() -> None:
+    """Import the libraries of PREIMPORTS; one that fails is left to the cell that imports it to report."""
+    import importlib
+
+    for name, attributes in PREIMPORTS.items():
+        try:
+            module = importlib.import_module(name)
+            for attribute in attributes:
+                getattr(module, attribute)
+        except Exception:  # noqa: BLE001
+            continue
+
+
 def main(read_fd: int, write_fd: int) -> int:
-    """Serve the judge on two inherited pipe ends (requests in, replies out) until it closes them."""
+    """Serve the judge on two inherited pipe ends (requests in, replies out) until it closes them.
+
+    The libraries are imported first, before any request: a judge launches the sandbox of its next submission
+    while it judges the current one, and the requests wait in the pipe until this process is ready.
+    """
+    started_at = time.time()
     requests = os.fdopen(read_fd, "rb", buffering=0)
     replies = os.fdopen(write_fd, "wb", buffering=0)
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -571,21 +617,24 @@ def main(read_fd: int, write_fd: int) -> int:
     sys.stdout = sys.stderr = open(os.devnull, "w")
 
     def channel(document, tensors):
-        wire.write_frame(replies, document, wire.pack_tensors(list(tensors)))
+        wire.write_frame(replies, document, wire.blob_parts(list(tensors)))
         reply, blob = wire.read_frame(requests)
         return reply, wire.unpack_tensors(blob)
 
+    importing = time.perf_counter()
+    preimport()
     import torch
 
     torch.set_num_threads(1)
     exerciser = Exerciser({"__name__": "hw2_submission"}, channel)
+    exerciser.timings = {"started_at": started_at, "imports_s": time.perf_counter() - importing}
     while True:
         try:
             request, blob = wire.read_frame(requests)
         except EOFError:
             return 0
         document, tensors = exerciser.serve(request, wire.unpack_tensors(blob))
-        wire.write_frame(replies, document, wire.pack_tensors(tensors))
+        wire.write_frame(replies, document, wire.blob_parts(tensors))
 
 
 if __name__ == "__main__":
