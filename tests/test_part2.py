@@ -329,7 +329,7 @@ def test_bench_ppo_smoke_on_the_tiny_model(fixtures, reward_model_dir, tmp_path)
     command = [sys.executable, "-m", "autograder", "bench", "ppo", "--model", str(fixtures.tiny), "--reward-model",
                str(reward_model_dir), "--updates", "2", "--eval-prompts", "4", "--threads", "1", "--out", str(out),
                "--set", "PPO_RESPONSE_LENGTH=8", "--set", "PPO_MISSING_EOS_PENALTY=None", "--set", "PPO_TRAIN_PROMPTS=3",
-               "--set", "temperature=0.5"]
+               "--set", "PPO_BATCH_SIZE=2", "--set", "temperature=0.5"]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.with_suffix(".json").read_text())
@@ -344,6 +344,9 @@ def test_bench_ppo_smoke_on_the_tiny_model(fixtures, reward_model_dir, tmp_path)
     bad = subprocess.run(command[:-2] + ["--set", "tempreature=0.5"], cwd=REPO_ROOT, capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode != 0 and "tempreature" in bad.stderr
+    too_few = subprocess.run(command + ["--set", "PPO_TRAIN_PROMPTS=1"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=300)  # fewer prompts than a batch: TRL would wait forever
+    assert too_few.returncode == 2 and "PPO_TRAIN_PROMPTS=1 is smaller than PPO_BATCH_SIZE=2" in too_few.stderr
 
 
 # ---------------------------------------------------------------- analysis

@@ -714,6 +714,12 @@ def bench_ppo(args: argparse.Namespace) -> int:
         with environment(env):
             ns.update(constants)
             ns["PPO_TOTAL_EPISODES"] = args.updates * ns["PPO_BATCH_SIZE"]
+            if ns["PPO_TRAIN_PROMPTS"] is not None and ns["PPO_TRAIN_PROMPTS"] < ns["PPO_BATCH_SIZE"]:
+                # TRL's loader drops an incomplete batch: with fewer prompts than a batch it would wait forever
+                print(f"error: PPO_TRAIN_PROMPTS={ns['PPO_TRAIN_PROMPTS']} is smaller than PPO_BATCH_SIZE="
+                      f"{ns['PPO_BATCH_SIZE']}: an update needs a full batch of prompts; raise PPO_TRAIN_PROMPTS",
+                      file=sys.stderr)
+                return 2
             ns["set_seed"](args.seed)
             tokenizer = ns["set_chat_safe_pad_token"](ns["load_tokenizer"](ns["MODEL_ID"], padding_side="left"))
             value_model, reward, policy, ref_policy = ns["load_ppo_models"](ns["MODEL_ID"], reward_model, tokenizer)
