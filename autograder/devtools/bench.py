@@ -714,18 +714,15 @@ def bench_ppo(args: argparse.Namespace) -> int:
         with environment(env):
             ns.update(constants)
             ns["PPO_TOTAL_EPISODES"] = args.updates * ns["PPO_BATCH_SIZE"]
-            if ns["PPO_TRAIN_PROMPTS"] is not None and ns["PPO_TRAIN_PROMPTS"] < ns["PPO_BATCH_SIZE"]:
-                # TRL's loader drops an incomplete batch: with fewer prompts than a batch it would wait forever
-                print(f"error: PPO_TRAIN_PROMPTS={ns['PPO_TRAIN_PROMPTS']} is smaller than PPO_BATCH_SIZE="
-                      f"{ns['PPO_BATCH_SIZE']}: an update needs a full batch of prompts; raise PPO_TRAIN_PROMPTS",
-                      file=sys.stderr)
+            train_pairs, eval_pairs = ns["held_out_split"](ns["DATASET_ID"], size=ns["EVAL_SIZE"])
+            try:
+                train_pairs = ns["ppo_training_prompts"](train_pairs)  # as the notebook does
+            except ValueError as error:
+                print(f"error: {error}", file=sys.stderr)
                 return 2
             ns["set_seed"](args.seed)
             tokenizer = ns["set_chat_safe_pad_token"](ns["load_tokenizer"](ns["MODEL_ID"], padding_side="left"))
             value_model, reward, policy, ref_policy = ns["load_ppo_models"](ns["MODEL_ID"], reward_model, tokenizer)
-            train_pairs, eval_pairs = ns["held_out_split"](ns["DATASET_ID"], size=ns["EVAL_SIZE"])
-            if ns["PPO_TRAIN_PROMPTS"] is not None:  # as the notebook does: the first N prompts, again at every update
-                train_pairs = train_pairs.select(range(min(ns["PPO_TRAIN_PROMPTS"], len(train_pairs))))
             prompts = [pairs.map(ns["tokenize_prompt"], fn_kwargs={"tokenizer": tokenizer},
                                  remove_columns=pairs.column_names) for pairs in (train_pairs, eval_pairs)]
             config = ns["make_ppo_config"](Path(tmp) / "ppo")

@@ -584,6 +584,16 @@ PPO_HPARAMS = dict(
     train_prompts="all" if PPO_TRAIN_PROMPTS is None else PPO_TRAIN_PROMPTS,
 )
 
+
+def ppo_training_prompts(pairs: Dataset) -> Dataset:
+    """The pairs whose prompts PPO answers: all of them, or the first `PPO_TRAIN_PROMPTS`."""
+    if PPO_TRAIN_PROMPTS is None:
+        return pairs
+    if PPO_TRAIN_PROMPTS < PPO_BATCH_SIZE:  # TRL drops an incomplete batch of prompts: it would wait forever
+        raise ValueError(f"PPO_TRAIN_PROMPTS={PPO_TRAIN_PROMPTS} is smaller than PPO_BATCH_SIZE={PPO_BATCH_SIZE}: "
+                         "every update needs a full batch of prompts, so raise PPO_TRAIN_PROMPTS (or set it to None)")
+    return pairs.select(range(min(PPO_TRAIN_PROMPTS, len(pairs))))
+
 # %% [markdown]
 # **TODO: `make_ppo_config` (part of the 2 PPO points, with `load_ppo_models`, `tokenize_prompt` and `build_ppo_trainer`).**
 
@@ -695,10 +705,7 @@ set_seed(42)
 ppo_tokenizer = set_chat_safe_pad_token(load_tokenizer(MODEL_ID, padding_side="left"))
 value_model, reward_model, policy, ref_policy = load_ppo_models(MODEL_ID, REWARD_MODEL_DIR, ppo_tokenizer)
 
-if PPO_TRAIN_PROMPTS is not None and PPO_TRAIN_PROMPTS < PPO_BATCH_SIZE:  # TRL drops an incomplete batch of prompts
-    raise ValueError(f"PPO_TRAIN_PROMPTS = {PPO_TRAIN_PROMPTS} is smaller than PPO_BATCH_SIZE = {PPO_BATCH_SIZE}: "
-                     "every update needs a full batch of prompts, so raise PPO_TRAIN_PROMPTS (or set it to None)")
-ppo_train_prompts = rm_train_pairs if PPO_TRAIN_PROMPTS is None else rm_train_pairs.select(range(PPO_TRAIN_PROMPTS))
+ppo_train_prompts = ppo_training_prompts(rm_train_pairs)
 ppo_train_dataset = ppo_train_prompts.map(
     tokenize_prompt, fn_kwargs={"tokenizer": ppo_tokenizer}, remove_columns=ppo_train_prompts.column_names
 )
