@@ -228,20 +228,35 @@ def process_table() -> dict[int, tuple[int, str]]:
 
 
 def sandboxes_under(grader_pid: int) -> list[int]:
-    """The sandbox processes (bubblewrap and what runs in it) started by the grader's judge processes."""
+    """The sandbox processes started by the grader's judge processes: each judge's bubblewrap zygote (named by
+    its scratch folder on its command line) and every process under it (the children it forked)."""
     table = process_table()
-    family, grew = {grader_pid}, True
-    while grew:
-        grew = False
-        for pid, (parent, _) in table.items():
-            if parent in family and pid not in family:
-                family.add(pid)
-                grew = True
-    return [pid for pid in family if any(f"hw2-sandbox-{judge}-" in table[pid][1] for judge in family)]
+
+    def descendants(roots: set[int]) -> set[int]:
+        family, grew = set(roots), True
+        while grew:
+            grew = False
+            for pid, (parent, _) in table.items():
+                if parent in family and pid not in family:
+                    family.add(pid)
+                    grew = True
+        return family
+
+    family = descendants({grader_pid})
+    return sorted(descendants({pid for pid in family if any(f"hw2-sandbox-{judge}-" in table[pid][1]
+                                                            for judge in family)}))
+
+
+def forked_children(pids: list[int]) -> list[int]:
+    """The processes among `pids` forked by a zygote for a submission (a zygote's command line, and so its
+    children's, names the zygote module; the first of them is the zygote itself)."""
+    table = process_table()
+    return [pid for pid in pids if pid in table and "hw2_exercise.zygote" in table[pid][1]
+            and "hw2_exercise.zygote" in table.get(table[pid][0], (0, ""))[1]]
 
 
 def sandbox_scratches(pids: list[int]) -> set[str]:
-    """The scratch folders named on the command lines of these sandbox processes (one per sandbox)."""
+    """The scratch folders named on the command lines of these sandbox processes (one per zygote)."""
     import re
 
     table = process_table()
@@ -249,7 +264,7 @@ def sandbox_scratches(pids: list[int]) -> set[str]:
 
 
 def test_a_killed_grader_leaves_no_sandbox_and_the_next_run_cleans_up(tmp_path):
-    """Killed while it judges one submission and has launched the sandbox of the next one: both die."""
+    """Killed while a child of its zygote runs a submission: the zygote, the child and all under them die."""
     import tempfile
     import time
     from pathlib import Path
@@ -264,39 +279,81 @@ def test_a_killed_grader_leaves_no_sandbox_and_the_next_run_cleans_up(tmp_path):
                               stderr=subprocess.DEVNULL)
     try:
         deadline, sandboxes = time.monotonic() + 240, []
-        while len(sandbox_scratches(sandboxes)) < 2 and time.monotonic() < deadline:
+        while not forked_children(sandboxes) and time.monotonic() < deadline:
             time.sleep(0.5)
             sandboxes = sandboxes_under(grader.pid)
-        assert len(sandbox_scratches(sandboxes)) == 2, "the grader never launched the next submission's sandbox"
+        time.sleep(1)
+        sandboxes = sandboxes_under(grader.pid)
+        assert forked_children(sandboxes), "the grader's zygote never forked the submission's process"
+        assert len(sandbox_scratches(sandboxes)) == 1, "one zygote per judge process"
     finally:
         grader.kill()
         grader.wait()
     deadline = time.monotonic() + 20
     while any(Path(f"/proc/{pid}").exists() for pid in sandboxes) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not any(Path(f"/proc/{pid}").exists() for pid in sandboxes), "a sandbox outlived the grader"
+    assert not any(Path(f"/proc/{pid}").exists() for pid in sandboxes), "a sandbox process outlived the grader"
     leftovers = set(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*")) - before
     assert leftovers, "a killed grader leaves its scratch folder (the next run removes it)"
     clean_leftovers()
     assert not any(path.exists() for path in leftovers)
 
 
-# Every place where a submission could leave something for the next one: files in its HOME, /tmp, its output
-# folder and /dev/shm, an environment variable, attributes of torch, of builtins and of the exercise's own module,
-# a module of its own in sys.modules. The cell plants them all after checking that none is there yet; `pad` is
-# right only while the cell's own markers are in place (so the markers demonstrably work) and nothing of an
-# earlier submission was found.
+# Every place where a submission could leave something for the next one: a file in every folder it can write
+# to (on every writable mount, after trying to unmount its private tmpfs mounts and to make the shared ones
+# writable again, also from a user namespace of its own), files through the root folders of other processes
+# (/proc/PID/root), a daemon that goes on planting them, an environment variable, attributes of torch, of
+# builtins and of the exercise's own module, a module of its own in sys.modules. The cell plants them all after
+# checking that none is there yet; `pad` is right only while the cell's own markers are in place (so the
+# markers demonstrably work) and nothing of an earlier submission was found.
 LEAK_MARKERS = """
-import builtins, os, pathlib, sys, types
+import builtins, ctypes, os, pathlib, sys, time, types
 import torch
 import hw2_exercise.resources as _exercise_module
 
-def _marker_files():
-    return [pathlib.Path.home() / "hw2-leak-marker", pathlib.Path("/tmp/hw2-leak-marker"),
-            pathlib.Path(os.environ["HW2_OUTPUT_DIR"]) / "hw2-leak-marker", pathlib.Path("/dev/shm/hw2-leak-marker")]
+_MARKER = "hw2-leak-marker"
+_libc = ctypes.CDLL(None, use_errno=True)
+
+def _writable_folders():
+    folders = []
+    for line in open("/proc/self/mountinfo"):
+        mount, options = line.split()[4:6]
+        if "rw" not in options.split(",") or mount.startswith(("/proc", "/sys")):
+            continue
+        device = os.stat(mount).st_dev
+        for root, dirs, _ in os.walk(mount):
+            dirs[:] = [d for d in dirs if os.lstat(os.path.join(root, d)).st_dev == device]
+            if os.access(root, os.W_OK) and _MARKER not in root:
+                folders.append(root)
+    return sorted(set(folders))
+
+def _through_other_roots():
+    me = os.readlink("/proc/self")  # this process's number as /proc counts (its namespace may be another)
+    return [f"/proc/{pid}/root/{folder}" for pid in os.listdir("/proc") if pid.isdigit() and pid != me
+            for folder in ("tmp", "scratch", "dev/shm")]
+
+def _unmount_private_mounts():
+    for path in ("/scratch", "/tmp", "/dev/shm"):
+        _libc.umount2(path.encode(), 2)
+    if os.fork() == 0:  # the same from a user and mount namespace of its own, planting where it worked
+        try:
+            _libc.unshare(0x10000000 | 0x00020000)
+            _plant([path for path in ("/scratch", "/tmp", "/dev/shm") if _libc.umount2(path.encode(), 2) == 0])
+            _plant([path for path in ("/", "/dev")  # MS_REMOUNT | MS_BIND: writable again?
+                    if _libc.mount(None, path.encode(), None, 0x20 | 0x1000, None) == 0])
+        finally:
+            os._exit(0)
+    os.wait()
+
+def _plant(folders):
+    for folder in folders:
+        try:
+            pathlib.Path(folder, _MARKER).write_text("planted")
+        except OSError:
+            pass
 
 def _markers_found():
-    found = [str(path) for path in _marker_files() if path.exists()]
+    found = [os.path.join(f, _MARKER) for f in _writable_folders() if os.path.exists(os.path.join(f, _MARKER))]
     found += ["environment variable"] * ("HW2_LEAK_MARKER" in os.environ)
     found += ["torch attribute"] * hasattr(torch, "hw2_leak_marker")
     found += ["builtins attribute"] * hasattr(builtins, "hw2_leak_marker")
@@ -304,13 +361,21 @@ def _markers_found():
     found += ["module"] * ("hw2_leak_module" in sys.modules)
     return found
 
-_LEFT_BY_EARLIER = _markers_found()
-for _path in _marker_files():
+_unmount_private_mounts()
+_LEFT_BY_EARLIER = _markers_found() + [os.path.join(p, _MARKER) for p in _through_other_roots()
+                                        if os.path.exists(os.path.join(p, _MARKER))]
+_FOLDERS = _writable_folders()
+_plant(_FOLDERS + _through_other_roots())
+if os.fork() == 0:  # a daemon that goes on planting for a minute
     try:
-        _path.parent.mkdir(parents=True, exist_ok=True)
-        _path.write_text("planted")
-    except OSError:
-        pass
+        os.setsid()
+        if os.fork() == 0:
+            for _ in range(300):
+                _plant(_FOLDERS + _through_other_roots())
+                time.sleep(0.2)
+    finally:
+        os._exit(0)
+os.wait()
 os.environ["HW2_LEAK_MARKER"] = "planted"
 torch.hw2_leak_marker = builtins.hw2_leak_marker = _exercise_module.hw2_leak_marker = True
 sys.modules["hw2_leak_module"] = types.ModuleType("hw2_leak_module")
@@ -320,16 +385,16 @@ _right_pad = pad
 def pad(*args, **kwargs):
     if _LEFT_BY_EARLIER:
         raise RuntimeError(f"found what an earlier submission left: {_LEFT_BY_EARLIER}")
-    if _markers_found() != _PLANTED:
+    if _markers_found() != _PLANTED or len(_PLANTED) < 8:
         raise RuntimeError(f"the markers of this submission did not stay in place: {_markers_found()}")
     return _right_pad(*args, **kwargs)
 """
 
 
-def test_submissions_of_one_judge_share_nothing_and_an_unused_sandbox_leaves_nothing(tmp_path):
+def test_submissions_of_one_judge_share_nothing_and_leave_nothing(tmp_path):
     """One judge process (--jobs 1) grades two submissions that plant markers everywhere, then an unreadable
-    one. Each runs in a sandbox launched ahead and finds nothing of the one before; the sandbox launched for
-    the unreadable one is never used; after the run no sandbox process and no scratch folder is left."""
+    one. Each runs in its own child of the judge's one zygote and finds nothing of the one before; after the
+    run no sandbox process and no scratch folder is left."""
     import tempfile
     import time
     from pathlib import Path
@@ -345,19 +410,21 @@ def test_submissions_of_one_judge_share_nothing_and_an_unused_sandbox_leaves_not
                                str(tmp_path / "out"), "--jobs", "1", "--seed", "0"], cwd=REPO_ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     pids, scratches = set(), set()
-    while grader.poll() is None:  # every sandbox the run starts lives for seconds at least
+    while grader.poll() is None:  # the zygote lives as long as its judge process
         found = sandboxes_under(grader.pid)
         pids |= set(found)
         scratches |= sandbox_scratches(found)
         time.sleep(0.2)
     assert grader.returncode == 0, grader.stderr.read()[-2000:]
-    assert len(scratches) == 3, f"expected the sandboxes of a, b and the unused one of z, saw {scratches}"
+    assert len(scratches) == 1, f"expected the one zygote of the one judge process, saw {scratches}"
     for student in ("a_leaker", "b_leaker"):
         graded = result(tmp_path / "out", student)
-        assert graded["timings"]["sandbox"]["prestarted"], f"{student}'s sandbox was not launched ahead"
+        assert graded["timings"]["sandbox"]["forked"], f"{student}'s process was not forked by the zygote"
         assert graded["tests"]["test_pad"]["status"] == "passed", graded["tests"]["test_pad"]["feedback"]
         assert graded["score"] == pytest.approx(graded["max_score"] + graded["extra_credit_max"])
-    assert not any(Path(f"/proc/{pid}").exists() for pid in pids), "a sandbox outlived the grader"
+    assert "zygote" in result(tmp_path / "out", "a_leaker")["timings"]["sandbox"]
+    assert "zygote" not in result(tmp_path / "out", "b_leaker")["timings"]["sandbox"]
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids), "a sandbox process outlived the grader"
     assert set(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*")) <= before, "a scratch folder was left"
     assert not Path(tempfile.gettempdir(), "hw2-leak-marker").exists(), "a marker reached the machine's /tmp"
 

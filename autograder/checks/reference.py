@@ -4,12 +4,15 @@ They are written differently from the notebook's solution on purpose (string sea
 rendering, Python loops instead of tensor ops, `math` instead of torch, one unpadded sequence at a time), so
 the checks do not inherit a bug of the solution. The `isolated_*` functions are tensor versions with the
 notebook's signatures: a check substitutes them for the student's helpers (see `framework.student`) so a
-student function is graded on its own, not on the helpers graded by another test cell.
+student function is graded on its own, not on the helpers graded by another test cell. The stand-in for
+`get_log_prob` runs in the sandbox (`autograder/grading/exercise/stand_ins.py`) and is re-exported here.
 """
 import math
 
 import torch
 import torch.nn.functional as F
+
+from autograder.grading.exercise.stand_ins import isolated_get_log_prob  # noqa: F401 (the checks use ref.*)
 
 ASSISTANT_HEADER = "<|im_start|>assistant\n"
 
@@ -111,13 +114,6 @@ def loop_log_prob(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
                 total += float(log_probs[int(labels[b, t])])
         totals.append(total)
     return totals
-
-
-def isolated_get_log_prob(logits, labels, mask):
-    """Stand-in for the student's `get_log_prob` while dpo_batch_loss is graded."""
-    log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    picked = log_probs.gather(-1, labels[:, 1:].long().unsqueeze(-1)).squeeze(-1)
-    return (picked * mask[:, 1:].to(picked.dtype)).sum(-1)
 
 
 def isolated_sequence_logits(model, input_ids, attention_mask):

@@ -541,10 +541,12 @@ def grade_run_summary(results: list[dict], wall: float, jobs: int) -> dict:
         "seconds_per_submission": round(sum(seconds) / len(seconds), 1),
         "seconds_later": mean([s for s, warm in zip(seconds, later) if warm]),
         "sandbox_start_s": mean([t.get("sandbox_start_s") for t in timings]),
-        "sandbox_prestarted": sum(bool(s.get("prestarted")) for s in sandbox),
-        "sandbox_python_start_s": mean([s.get("python_start_s") for s in sandbox]),
-        "sandbox_imports_s": mean([s.get("imports_s") for s in sandbox]),
-        "sandbox_model_load_s": mean([s.get("model_load_s") for s in sandbox]),
+        "sandbox_forked": sum(bool(s.get("forked")) for s in sandbox),
+        "sandbox_fork_s": mean([s.get("fork_s") for s in sandbox]),
+        "sandbox_waited_later_s": mean([s.get("waited_s") for s, warm in zip(sandbox, later) if warm]),
+        "zygote_imports_s": mean([s.get("zygote", {}).get("imports_s") for s in sandbox]),
+        "zygote_model_load_s": mean([s.get("zygote", {}).get("model_load_s") for s in sandbox]),
+        "zygote_cpu_s": mean([s.get("zygote", {}).get("cpu_s") for s in sandbox]),
         "sandbox_cells_s": mean([s.get("cells_s") for s in sandbox]),
         "checks_s": mean(checks),
         "checks_first_s": mean([c for c, warm in zip(checks, later) if not warm]),
@@ -553,7 +555,6 @@ def grade_run_summary(results: list[dict], wall: float, jobs: int) -> dict:
         "wire_mb": mean([sum(t.get("checks_mb", {}).values()) for t in timings]),
         "judge_cpu_s": mean([t.get("judge_cpu_s") for t in timings]),
         "judge_cpu_later_s": mean([t.get("judge_cpu_s") for t, warm in zip(timings, later) if warm]),
-        "sandbox_start_cpu_s": mean([s.get("start_cpu_s") for s in sandbox]),
         "sandbox_cpu_s": mean([s.get("cpu_s") for s in sandbox]),
         "cpu_per_submission_later_s": mean([c for c, warm in zip(cpu, later) if warm]),
         "judge_startup_s": round(wall - sum(seconds) / max(jobs, 1), 1),
@@ -603,19 +604,20 @@ def bench_grade(args: argparse.Namespace) -> int:
                      f"{optional(run['cpu_per_submission_later_s']):>11}"
                      f"{run['submissions_per_hour']:>13.1f}{str(run['all_full_marks']):>12}")
     lines += ["s / sub: seconds of one submission from the judge's side; later: those of a judge process's later "
-              "submissions, whose references are cached; start: what the judge waited for the sandbox's start "
-              "and cells (its imports and model load run ahead, beside the previous submission); checks: first "
+              "submissions, whose references are cached; start: what the judge waited for the sandbox's child and "
+              "the cells (for a judge's first submission also the zygote's imports and model load); checks: first "
               "and later submissions; waited: of the checks, the judge waiting on the sandbox; MB: through the "
-              "pipes; CPU / sub: CPU seconds of the judge and the sandbox for a later submission, what it costs "
-              "on one core"]
+              "pipes; CPU / sub: CPU seconds of the judge and the submission's sandboxed process for a later "
+              "submission, what it costs on one core"]
     for jobs, run in runs.items():
-        lines.append(f"--jobs {jobs}, the sandbox's start (per submission, run ahead for {run['sandbox_prestarted']} "
-                     f"of {args.students}): Python {optional(run['sandbox_python_start_s'])} s, imports "
-                     f"{optional(run['sandbox_imports_s'])} s, model and tokenizers "
-                     f"{optional(run['sandbox_model_load_s'])} s, cells {optional(run['sandbox_cells_s'])} s; CPU: "
-                     f"sandbox {optional(run['sandbox_start_cpu_s'])} s to start, {optional(run['sandbox_cpu_s'])} s "
-                     f"in all, judge {optional(run['judge_cpu_later_s'])} s (later submissions); judge process "
-                     f"startup {run['judge_startup_s']} s")
+        lines.append(f"--jobs {jobs}, the sandbox: zygote (once per judge process) imports "
+                     f"{optional(run['zygote_imports_s'])} s, model and tokenizers "
+                     f"{optional(run['zygote_model_load_s'])} s, {optional(run['zygote_cpu_s'])} CPU s; per "
+                     f"submission ({run['sandbox_forked']} of {args.students} forked): fork "
+                     f"{run['sandbox_fork_s']} s, waited {optional(run['sandbox_waited_later_s'])} s (later "
+                     f"submissions), cells {optional(run['sandbox_cells_s'])} s; CPU: submission's process "
+                     f"{optional(run['sandbox_cpu_s'])} s, judge {optional(run['judge_cpu_later_s'])} s (later "
+                     f"submissions); judge process startup {run['judge_startup_s']} s")
     emit(result, args, lines)
     return 0
 

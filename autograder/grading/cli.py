@@ -11,7 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from autograder.grading import result as results
-from autograder.grading.judge import JudgeSettings, Submission, grader_key, judge, launch_next_sandbox
+from autograder.grading.judge import JudgeSettings, Submission, grader_key, judge, start_sandbox
 from autograder.grading.sandbox import INSTALL_HINT, bwrap_path, clean_leftovers
 from autograder.layout import ASSIGNMENT, NOTEBOOK_NAME
 
@@ -118,8 +118,8 @@ _WORKER_STATE: dict = {}
 
 
 def _init_worker(tests, extra_credit, settings, key) -> None:
-    """Set up a judge process: launch the sandbox of its first submission, which starts while this process
-    imports the checks' libraries; the judge's own library warnings and progress bars are of no use to anyone."""
+    """Set up a judge process: launch its sandbox zygote, which imports the libraries while this process imports
+    the checks' own; the judge's own library warnings and progress bars are of no use to anyone."""
     import logging
     import os
     import warnings
@@ -127,7 +127,7 @@ def _init_worker(tests, extra_credit, settings, key) -> None:
     from autograder.grading.sandbox import die_with_parent
 
     die_with_parent()  # a judge process never outlives the CLI (and its sandboxes die with it)
-    launch_next_sandbox(settings)
+    start_sandbox(settings)
     os.environ["TQDM_DISABLE"] = "1"
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
@@ -138,10 +138,10 @@ def _init_worker(tests, extra_credit, settings, key) -> None:
     _WORKER_STATE.update(tests=tests, extra_credit=extra_credit, settings=settings, key=key)
 
 
-def _judge_in_worker(submission: Submission, launch_next: bool) -> dict:
+def _judge_in_worker(submission: Submission) -> dict:
     state = _WORKER_STATE
     try:
-        return judge(submission, state["tests"], state["extra_credit"], state["settings"], state["key"], launch_next)
+        return judge(submission, state["tests"], state["extra_credit"], state["settings"], state["key"])
     except Exception as error:  # noqa: BLE001 (a grader bug: this submission gets an honest error, others go on)
         entries = {gid: results.test_entry(p, 0, "error", f"[{gid}] internal error of the grader "
                                                           f"({type(error).__name__}: {error}); tell the course staff")
@@ -154,9 +154,7 @@ def grade_all(todo: list[Submission], jobs: int, initargs: tuple):
     """Judge every submission in `jobs` judge processes and yield their records as they finish.
 
     A judge process that dies (killed for memory, say) never takes the batch with it: its submissions are
-    graded again one at a time, and the one that kills a judge of its own gets an error record. A judge
-    launches the sandbox of its next submission while it judges one, except for the last `jobs` submissions
-    (no judge takes another after them).
+    graded again one at a time, and the one that kills a judge of its own gets an error record.
     """
     import multiprocessing
     from concurrent.futures.process import BrokenProcessPool
@@ -166,8 +164,7 @@ def grade_all(todo: list[Submission], jobs: int, initargs: tuple):
         workers = 1 if solo else jobs
         pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=initargs,
                                    mp_context=multiprocessing.get_context("spawn"))
-        futures = [(submission, pool.submit(_judge_in_worker, submission, index + workers < len(queue)))
-                   for index, submission in enumerate(queue)]
+        futures = [(submission, pool.submit(_judge_in_worker, submission)) for submission in queue]
         queue, culprit_found = [], False
         for submission, future in futures:
             try:

@@ -5,11 +5,10 @@ call the student's functions on inputs made here, and judges the data that comes
 `autograder.checks`. A check that hangs or crashes the sandbox costs that check only: the sandbox is started
 again for the next one (a few times at most).
 
-A judge process launches the sandbox of its next submission while it judges the current one (`launch_next`),
-so that the next sandbox's start, mostly importing the libraries, runs beside the checks instead of before
-them. That sandbox is fresh: it serves one submission only, and it is closed when the judge process exits.
+Each judge process has one sandbox zygote (`autograder.grading.sandbox.Zygote`), started with the process, which
+imports the libraries and loads the grading model once; every submission runs in a fresh, private child of it,
+which is killed with everything it started before the next one is forked.
 """
-import atexit
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from autograder.grading import result as results
 from autograder.grading.remote import ExerciseFailure
-from autograder.grading.sandbox import UNSAFE_WARNING, SandboxRunner, SandboxSettings, seconds
+from autograder.grading.sandbox import UNSAFE_WARNING, SandboxRunner, SandboxSettings, seconds, zygote_for
 
 
 @dataclass
@@ -48,36 +47,11 @@ def sandbox_settings(settings: JudgeSettings, context) -> SandboxSettings:
                            unsafe_no_sandbox=settings.unsafe_no_sandbox, preload=context.preload())
 
 
-_NEXT: list[SandboxRunner] = []  # the sandbox launched for this judge process's next submission (one at most)
-
-
-def close_next_sandbox() -> None:
-    """Close the sandbox launched for a next submission that never came (at the judge process's exit)."""
-    while _NEXT:
-        _NEXT.pop().close()
-
-
-atexit.register(close_next_sandbox)
-
-
-def launch_next_sandbox(settings: JudgeSettings) -> None:
-    """Launch the sandbox of this judge process's next submission, unless one is launched already."""
+def start_sandbox(settings: JudgeSettings) -> None:
+    """Launch this judge process's sandbox zygote now, so that its imports run beside the judge's own."""
     from autograder.checks.context import default_context
 
-    if _NEXT:
-        return
-    runner = SandboxRunner(sandbox_settings(settings, default_context()))
-    try:
-        runner.launch()
-    except OSError:  # bubblewrap cannot start now: the next submission's own start will say why
-        runner.close()
-        return
-    _NEXT.append(runner)
-
-
-def sandbox_for_this_submission(settings: JudgeSettings, context) -> SandboxRunner:
-    """The sandbox launched for this submission before, or a new one (launched when it starts)."""
-    return _NEXT.pop() if _NEXT else SandboxRunner(sandbox_settings(settings, context))
+    zygote_for(sandbox_settings(settings, default_context()))
 
 
 def grader_key() -> str:
@@ -96,12 +70,8 @@ def grader_key() -> str:
 
 
 def judge(submission: Submission, tests: dict[str, float], extra_credit: set[str], settings: JudgeSettings,
-          key: str, launch_next: bool = False) -> dict:
-    """The grading JSON of one submission (never raises for anything the submission does).
-
-    `launch_next`: this judge process will grade another submission after this one, so it launches that one's
-    sandbox as soon as this one's has run its cells.
-    """
+          key: str) -> dict:
+    """The grading JSON of one submission (never raises for anything the submission does)."""
     from autograder.checks import all_checks
     from autograder.checks.context import default_context
     from autograder.checks.framework import run_check, set_run_salt
@@ -139,7 +109,7 @@ def judge(submission: Submission, tests: dict[str, float], extra_credit: set[str
     deadline = time.monotonic() + settings.timeout
     timings["prepare_s"] = round(time.perf_counter() - start, 2)
     timings["cached_references"] = context.cached_count()  # 0 for the first submission of this judge process
-    with sandbox_for_this_submission(settings, context) as runner:
+    with SandboxRunner(sandbox_settings(settings, context)) as runner:
         started = time.perf_counter()
         try:
             notes += runner.start(cells)
@@ -147,8 +117,6 @@ def judge(submission: Submission, tests: dict[str, float], extra_credit: set[str
             notes.append(f"your notebook's cells could not be run: {failure}")
         timings["sandbox_start_s"] = round(time.perf_counter() - started, 2)
         timings["sandbox"] = dict(runner.timings)
-        if launch_next:
-            launch_next_sandbox(settings)
         timings["checks_s"], timings["checks_waited_s"], timings["checks_mb"] = {}, {}, {}
         # judge
         for grade_id, points in tests.items():

@@ -16,7 +16,7 @@ import itertools
 import types
 from dataclasses import dataclass, field
 
-from autograder.grading.exercise import wire
+from autograder.grading.exercise import stand_ins, wire
 from autograder.grading.exercise.runtime import Exerciser
 
 SPEC_ATTRIBUTE = "_wire_spec"
@@ -215,6 +215,9 @@ class Runner:
         if hasattr(value, "apply_chat_template") and hasattr(value, "name_or_path"):
             spec = {"kind": "tokenizer", "path": str(value.name_or_path), "pad": None, "side": value.padding_side}
             return {"$spec": wire.encode(spec)[0]}
+        for name, stand_in in stand_ins.BY_NAME.items():
+            if value is stand_in:
+                return {"$stand_in": name}
         if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, types.MethodType)) or (
                 callable(value) and hasattr(value, "oracle_name")):
             name = getattr(value, "oracle_name", None) or f"{getattr(value, '__name__', 'judge')}#{next(self.counter)}"

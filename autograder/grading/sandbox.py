@@ -1,28 +1,33 @@
-"""One bubblewrap sandbox per submission, and the `Runner` that talks to the exercise inside it.
+"""The grading sandbox: one bubblewrap zygote per judge process, one private child of it per submission.
 
-The sandboxed process (`python -m hw2_exercise.runtime`) sees, read-only: the system's `/usr`, the Python
+The zygote (`python -m hw2_exercise.zygote` in effect) sees, read-only: the system's `/usr`, the Python
 installation and virtual environment that run the grader, the offline fixtures, the judge's shared input
-folder and the exercise package (mounted alone at /grader/hw2_exercise); read-write: its own scratch folder
-(HOME) and a private /tmp. Nothing else of the machine exists for it: not the kit's `autograder/`, not
-`solutions/`, not other students' files, not the grader's environment or home folder. It runs as `nobody`
-in new user, PID, network, IPC, UTS and cgroup namespaces (no network at all, a private loopback only), with
-an address-space limit, a process-count limit (a pids cgroup, where the machine has one) and a time limit
-per request. When the submission is done, or the grader dies, every process of the sandbox is killed: the
-PID namespace ends with its first process.
+folder and the exercise package (mounted alone at /grader/hw2_exercise); read-write: a scratch folder and a
+private /tmp. Nothing else of the machine exists for it: not the kit's `autograder/`, not `solutions/`, not
+other students' files, not the grader's environment or home folder. It runs as `nobody` in new user, PID,
+network, IPC, UTS and cgroup namespaces (no network at all, a private loopback only), with an address-space
+limit and a process-count limit (a pids cgroup, where the machine has one). When the judge process dies,
+every process of the sandbox is killed: the PID namespace ends with its first process.
 
-A sandbox is launched before it is needed (`SandboxRunner.launch`): its process imports the libraries and
-loads the grading model before it reads any request, so a judge launches the sandbox of its next submission
-while it judges the current one. A launched sandbox is still fresh and private: it has run no cells and no
-request yet, and the submission it serves is the only one it ever sees.
+The zygote imports the libraries and loads the grading model once, before any submission. For each
+submission it forks a child that enters namespaces of its own below the zygote's (see
+`autograder/grading/exercise/zygote.py`): no capability, its own PID namespace, network, IPC objects and
+empty tmpfs mounts on /scratch (HOME), /tmp and /dev/shm, the only places it can write. That child serves
+one submission only, with a time limit per request, and the zygote kills it, with every process it started,
+before it forks the next one. So a submission starts in a fraction of a second instead of the ten seconds of
+importing torch, transformers and TRL, and still finds nothing any other submission did.
 """
+import atexit
 import contextlib
 import ctypes
 import fcntl
+import json
 import math
 import os
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -47,8 +52,15 @@ KERNEL_SCRATCH_PREFIX = "hw2-kernel-"  # the nbgrader kernel's sandbox (kernel.p
 CELL_TIMEOUT = 300  # seconds for one top-level cell at start (the instructor's imports on a busy machine)
 PIPE_BYTES = 1 << 20  # the pipes' buffer (the default 64 KiB takes 16 times as many switches per model sent)
 CGROUP_ROOT = Path("/sys/fs/cgroup/pids")
+NAMESPACE_HINT = (" (the sandbox forks each submission into new user, PID, mount and network namespaces: "
+                  "check that /proc/sys/user/max_user_namespaces is above 0 and that unprivileged user "
+                  "namespaces are allowed, or grade with --unsafe-no-sandbox, WITHOUT isolation)")
 UNSAFE_WARNING = ("WARNING: graded with --unsafe-no-sandbox: the submission's code ran without isolation, so this "
                   "grade can be forged; do not trust it")
+
+
+class SandboxUnavailable(RuntimeError):
+    """The sandbox cannot run submissions on this machine (not the submission's fault)."""
 
 
 def bwrap_path() -> str | None:
@@ -121,7 +133,8 @@ def bwrap_base(scratch: Path) -> list[str]:
             "--ro-bind", str(scratch / "etc" / "group"), "/etc/group"]
 
 
-def bwrap_command(settings: SandboxSettings, scratch: Path, read_fd: int, write_fd: int) -> list[str]:
+def zygote_command(settings: SandboxSettings, scratch: Path, entry: str) -> list[str]:
+    """The bwrap command line that runs the zygote's Python `entry` (see `Zygote.launch`)."""
     command = bwrap_base(scratch)
     for path in settings.read_only:
         command += ["--ro-bind", str(path), str(path)]
@@ -130,9 +143,7 @@ def bwrap_command(settings: SandboxSettings, scratch: Path, read_fd: int, write_
                 "--chdir", SCRATCH, "--clearenv"]
     for key, value in sandbox_environment(settings).items():
         command += ["--setenv", key, value]
-    return command + [sys.executable, "-I", "-c",
-                      "import sys; sys.path.insert(0, '/grader'); "
-                      f"from hw2_exercise.runtime import main; import os; os._exit(main({read_fd}, {write_fd}))"]
+    return command + [sys.executable, "-I", "-c", entry]
 
 
 def write_identity_files(scratch: Path) -> None:
@@ -298,44 +309,28 @@ def seconds(value) -> float | None:
     return round(float(value), 2) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-class SandboxRunner(Runner):
-    """Requests to an exerciser in a fresh sandbox; restarts it (cells included) after a crash or a timeout.
+class Zygote:
+    """The judge process's handle on its sandbox: one bubblewrap process (`hw2_exercise.zygote`) that imports
+    the libraries and loads the grading model once, then forks a fresh, private child per submission.
 
-    `launch()` starts the sandbox's process, which imports the libraries and loads the grading model without
-    waiting for anything; `start(cells)` then runs the submission's cells in it (launching it first unless
-    `launch` did). A judge launches the next submission's runner while it judges the current one.
+    `launch()` starts it and returns at once (the judge process calls it first thing, so that the imports run
+    beside its own); `spawn` hands it the two pipe ends of a submission's runner and gets the child's id;
+    `end` kills that child with everything it started and returns its exit code. A zygote that died (killed
+    for memory, say) is launched again by the next `spawn`.
     """
 
-    MAX_STARTS = 20  # a crash or a timeout costs one check, which starts the next one afresh
-
     def __init__(self, settings: SandboxSettings):
-        super().__init__()
-        self.settings, self.cells = settings, []  # the cells: given to `start`, run again by a restart
-        self.process = None
-        self.channel = None
-        self.cgroup = None
-        self.scratch = None
-        self.starts = 0
-        self.launched_at = 0.0  # time.time() of the last launch
-        self.traffic = Traffic()
-        self.timings: dict = {}  # how the last start went (see `start`)
-
-    # ------------------------------------------------------------ lifetime
+        self.settings = settings
+        self.process = self.control = self.cgroup = self.scratch = None
+        self.spawned = 0  # children spawned by the current process (the first one waited for its start)
 
     def launch(self) -> None:
-        """Start a fresh sandbox process and ask it to load the grading model; returns without waiting for it."""
         self.close()
-        if self.starts >= self.MAX_STARTS:
-            raise ExerciseFailure(f"your code stopped the grading process {self.starts} times; "
-                                  "the remaining checks were not run", "crash")
-        self.starts += 1
         self.scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
         write_identity_files(self.scratch)
-        request_read, request_write = widened_pipe()
-        reply_read, reply_write = widened_pipe()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.cgroup = PidsCgroup(self.settings.max_processes)
-        memory = int(self.settings.memory_gb * 2**30)
-        cgroup = self.cgroup
+        memory, cgroup = int(self.settings.memory_gb * 2**30), self.cgroup
 
         def prepare_child():
             import resource
@@ -345,90 +340,209 @@ class SandboxRunner(Runner):
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             cgroup.join_from_child()
 
-        if self.settings.unsafe_no_sandbox:
-            env = {**sandbox_environment(self.settings), "HOME": str(self.scratch / "home"),
-                   "TMPDIR": str(self.scratch / "home"), "HF_HOME": str(self.scratch / "home" / "hf"),
-                   "MPLCONFIGDIR": str(self.scratch / "home" / "mpl"),
-                   "HW2_OUTPUT_DIR": str(self.scratch / "home" / "outputs"),
-                   "PYTHONPATH": str(self.scratch / "pkg")}
-            (self.scratch / "pkg").mkdir()
-            shutil.copytree(EXERCISE_PACKAGE, self.scratch / "pkg" / "hw2_exercise")
-            command = [sys.executable, "-c", f"from hw2_exercise.runtime import main; import os; "
-                                             f"os._exit(main({request_read}, {reply_write}))"]
-            cwd = self.scratch / "home"
+        isolate = not self.settings.unsafe_no_sandbox
+        tmpfs_megabytes = int(self.settings.memory_gb * 1024)
+        entry = (f"import sys; sys.path.insert(0, {'/grader' if isolate else str(self.scratch / 'pkg')!r}); "
+                 f"from hw2_exercise.zygote import main; import os; "
+                 f"os._exit(main({theirs.fileno()}, {isolate}, {tmpfs_megabytes}))")
+        if isolate:
+            env, command, cwd = {}, zygote_command(self.settings, self.scratch, entry), "/"
         else:
-            env, command, cwd = {}, bwrap_command(self.settings, self.scratch, request_read, reply_write), "/"
-        self.launched_at = time.time()
-        self.process = subprocess.Popen(command, cwd=cwd, env=env,
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, pass_fds=(request_read, reply_write),
-                                        preexec_fn=prepare_child, start_new_session=True)
-        os.close(request_read)
-        os.close(reply_write)
-        self.channel = FdChannel(reply_read, request_write, self.traffic)
-        self.channel.deadline = time.monotonic() + self.settings.request_timeout
-        try:  # a few bytes: they wait in the pipe until the process has imported the libraries
-            wire.write_frame(self.channel, {"op": "preload", **self.settings.preload})
-        except (TimeoutError, EOFError, OSError):
-            pass  # the process died at once: `start` launches another one, or reports it
+            home = self.scratch / "home"
+            env = {**sandbox_environment(self.settings), "HOME": str(home), "TMPDIR": str(home),
+                   "HF_HOME": str(home / "hf"), "MPLCONFIGDIR": str(home / "mpl"),
+                   "HW2_OUTPUT_DIR": str(home / "outputs"), "PYTHONPATH": str(self.scratch / "pkg")}
+            shutil.copytree(EXERCISE_PACKAGE, self.scratch / "pkg" / "hw2_exercise")
+            command, cwd = [sys.executable, "-c", entry], home
+        self.process = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        pass_fds=(theirs.fileno(),), preexec_fn=prepare_child,
+                                        start_new_session=True)
+        theirs.close()
+        self.control, self.spawned = ours, 0
+        with contextlib.suppress(OSError):  # it reads this once it has imported the libraries
+            ours.send(json.dumps({"op": "preload", **self.settings.preload}).encode())
 
-    def launched(self) -> bool:
+    def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def start(self, cells: list[dict] | None = None) -> list[str]:
-        """Run the cells in the sandbox (launched now unless it was before); returns the notes on failed cells.
+    def ask(self, document: dict, fds: tuple = (), timeout: float = 60.0) -> dict:
+        """Send one control message (with file descriptors) and return the zygote's reply."""
+        self.control.settimeout(timeout)
+        message = json.dumps(document).encode()
+        socket.send_fds(self.control, [message], list(fds)) if fds else self.control.send(message)
+        reply = self.control.recv(1 << 16)
+        if not reply:
+            raise EOFError("the zygote closed its socket")
+        return json.loads(reply)
 
-        `timings` then says how the start went: whether the sandbox was launched before (`prestarted`), the
-        seconds from the launch until its Python ran (`python_start_s`), that it spent importing the libraries
-        and loading the grading model, the CPU seconds it had used by then (`start_cpu_s`), the seconds this
-        call waited for all that (`waited_s`), and the cells' seconds.
-        """
-        if cells is not None:
-            self.cells = list(cells)
-        prestarted = self.launched()
-        if not prestarted:
-            self.launch()
-        cell_timeout = max(self.settings.request_timeout, CELL_TIMEOUT)
-        waiting = time.perf_counter()
-        ready, _ = self.exchange_once(None, [], timeout=2 * cell_timeout)  # the answer to `preload`
-        waited = time.perf_counter() - waiting
-        reply, _ = self.exchange_once({"op": "init", "cells": self.cells, "cell_timeout": cell_timeout},
-                                      [], timeout=2 * cell_timeout)
-        reported = ready.get("timings") if isinstance(ready.get("timings"), dict) else {}
-        started_at = reported.get("started_at")
-        self.timings = {
-            "prestarted": prestarted,
-            "python_start_s": seconds(started_at - self.launched_at) if seconds(started_at) else None,
-            "imports_s": seconds(reported.get("imports_s")), "model_load_s": seconds(reported.get("preload_s")),
-            "start_cpu_s": seconds(reported.get("cpu_s")), "waited_s": round(waited, 2),
-            "cells_s": seconds(reply.get("cells_s")),
-        }
-        return [str(note)[:500] for note in reply.get("notes", [])][:20] if isinstance(reply.get("notes"), list) else []
+    def spawn(self, request_read: int, reply_write: int) -> dict:
+        """Fork a child that serves requests on these pipe ends (the zygote gets copies): `{"child": id,
+        "fork_s": ..., "startup": ...}`. Launches the zygote first when it is not running."""
+        for _ in range(2):
+            if not self.alive():
+                self.launch()
+            try:
+                reply = self.ask({"op": "spawn"}, (request_read, reply_write), timeout=2 * CELL_TIMEOUT)
+            except (OSError, EOFError, ValueError):
+                self.close()
+                continue
+            if "error" in reply:
+                raise SandboxUnavailable(f"the grading sandbox could not start a submission's process: "
+                                         f"{reply['error']}{NAMESPACE_HINT}")
+            self.spawned += 1
+            return reply
+        raise SandboxUnavailable("the grading sandbox's process died twice while starting; run the grader with "
+                                 "--jobs 1 and check the machine's memory")
+
+    def end(self, child: int) -> int | None:
+        """Kill a child and all it started; its exit code (negative: the signal that ended it), None if unknown."""
+        if not self.alive():
+            return None
+        try:
+            return self.ask({"op": "end", "child": child}).get("code")
+        except (OSError, EOFError, ValueError):
+            self.close()
+            return None
+
+    def running(self, child: int) -> bool:
+        if not self.alive():
+            return False
+        try:
+            reply = self.ask({"op": "status", "child": child})
+        except (OSError, EOFError, ValueError):
+            self.close()
+            return False
+        return reply.get("code") is None and "error" not in reply
 
     def close(self) -> None:
         if self.process is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except OSError:
-                pass
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
             self.process = None
         if self.cgroup is not None:
             self.cgroup.kill_all()
             self.cgroup = None
-        if self.channel is not None:
-            for fd in (self.channel.read_fd, self.channel.write_fd):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-            self.channel = None
+        if self.control is not None:
+            self.control.close()
+            self.control = None
         if self.scratch is not None:
             shutil.rmtree(self.scratch, ignore_errors=True)
             self.scratch = None
+
+
+def zygote_key(settings: SandboxSettings) -> str:
+    """What makes two settings need different zygotes (all but the per-request time limit)."""
+    return json.dumps([[str(p) for p in settings.read_only], settings.environment, settings.memory_gb,
+                       settings.max_processes, settings.unsafe_no_sandbox, settings.preload], sort_keys=True,
+                      default=str)
+
+
+_ZYGOTE: dict[str, Zygote] = {}  # this process's zygote, by `zygote_key` (one at most)
+
+
+def zygote_for(settings: SandboxSettings) -> Zygote:
+    """This process's zygote for `settings`, launched now unless it was before (another one is closed)."""
+    key = zygote_key(settings)
+    if key not in _ZYGOTE:
+        close_zygote()
+        _ZYGOTE[key] = Zygote(settings)
+    zygote = _ZYGOTE[key]
+    if not zygote.alive():
+        zygote.launch()
+    return zygote
+
+
+def close_zygote() -> None:
+    """Stop this process's zygote and every child of it (at exit, and before a zygote of other settings)."""
+    while _ZYGOTE:
+        _ZYGOTE.popitem()[1].close()
+
+
+atexit.register(close_zygote)
+
+
+class SandboxRunner(Runner):
+    """Requests to an exerciser in a fresh child of the zygote; restarts it (cells included) after a crash or
+    a timeout. `start(cells)` forks the child and runs the submission's cells in it."""
+
+    MAX_STARTS = 20  # a crash or a timeout costs one check, which starts the next one afresh
+
+    def __init__(self, settings: SandboxSettings):
+        super().__init__()
+        self.settings, self.cells = settings, []  # the cells: given to `start`, run again by a restart
+        self.zygote: Zygote | None = None
+        self.child: int | None = None
+        self.check_child = False
+        self.channel = None
+        self.starts = 0
+        self.traffic = Traffic()
+        self.timings: dict = {}  # how the last start went (see `start`)
+
+    # ------------------------------------------------------------ lifetime
+
+    def launch(self) -> dict:
+        """Fork a fresh child from the zygote (launched first if needed); returns the zygote's reply."""
+        self.close()
+        if self.starts >= self.MAX_STARTS:
+            raise ExerciseFailure(f"your code stopped the grading process {self.starts} times; "
+                                  "the remaining checks were not run", "crash")
+        self.starts += 1
+        self.zygote = zygote_for(self.settings)
+        request_read, request_write = widened_pipe()
+        reply_read, reply_write = widened_pipe()
+        try:
+            reply = self.zygote.spawn(request_read, reply_write)
+        except BaseException:
+            for fd in (request_write, reply_read):
+                os.close(fd)
+            raise
+        finally:
+            os.close(request_read)
+            os.close(reply_write)
+        self.child = reply["child"]
+        self.channel = FdChannel(reply_read, request_write, self.traffic)
+        return reply
+
+    def start(self, cells: list[dict] | None = None) -> list[str]:
+        """Fork a child and run the cells in it; returns the notes on failed cells.
+
+        `timings` then says how the start went: the seconds this call waited for the child (`waited_s`: the
+        fork, plus the zygote's own start for a judge's first submission), the zygote's part of that
+        (`fork_s`), how the zygote started if this child was its first one (`zygote`: imports, model load,
+        CPU seconds) and the cells' seconds (`cells_s`).
+        """
+        if cells is not None:
+            self.cells = list(cells)
+        cell_timeout = max(self.settings.request_timeout, CELL_TIMEOUT)
+        waiting = time.perf_counter()
+        spawned = self.launch()
+        waited = time.perf_counter() - waiting
+        reply, _ = self.exchange_once({"op": "init", "cells": self.cells, "cell_timeout": cell_timeout},
+                                      [], timeout=2 * cell_timeout)
+        startup = spawned.get("startup") if isinstance(spawned.get("startup"), dict) else {}
+        self.timings = {"forked": True, "waited_s": round(waited, 2), "fork_s": seconds(spawned.get("fork_s")),
+                        "cells_s": seconds(reply.get("cells_s"))}
+        if self.zygote.spawned == 1:
+            self.timings["zygote"] = {"imports_s": seconds(startup.get("imports_s")),
+                                      "model_load_s": seconds(startup.get("preload_s")),
+                                      "cpu_s": seconds(startup.get("cpu_s"))}
+        return [str(note)[:500] for note in reply.get("notes", [])][:20] if isinstance(reply.get("notes"), list) else []
+
+    def close(self) -> int | None:
+        """End the child (if any) and close the pipes; returns its exit code when it is known."""
+        code = None
+        if self.child is not None:
+            code = self.zygote.end(self.child)
+            self.child = None
+        if self.channel is not None:
+            for fd in (self.channel.read_fd, self.channel.write_fd):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self.channel = None
+        return code
 
     def __enter__(self):
         return self
@@ -438,8 +552,16 @@ class SandboxRunner(Runner):
 
     # ------------------------------------------------------------ requests
 
+    def release(self) -> None:
+        super().release()
+        self.check_child = True  # a case ended: before the next one, make sure the child still runs
+
     def exchange(self, document: dict, tensors: list) -> tuple[dict, list]:
-        if self.process is None or self.process.poll() is not None:
+        if self.child is not None and self.check_child:
+            self.check_child = False
+            if not self.zygote.running(self.child):  # it died between two cases: the next starts afresh
+                self.close()
+        if self.child is None:
             self.start()
         return self.exchange_once(document, tensors, timeout=self.settings.request_timeout)
 
@@ -463,8 +585,7 @@ class SandboxRunner(Runner):
             raise ExerciseFailure(f"your code ran for more than {timeout:g} s here; look for an endless loop or a "
                                   "far too large computation", "timeout") from None
         except (EOFError, OSError, wire.WireError) as error:
-            code = self.process.poll() if self.process is not None else None
-            self.close()
+            code = self.close()
             reason = {-signal.SIGKILL: " (killed: probably out of memory)"}.get(code, "")
             raise ExerciseFailure(f"the process running your code stopped{reason} during this check "
                                   f"({type(error).__name__}); did your code call exit() or crash Python?",

@@ -2,9 +2,6 @@
 
 Requests (JSON documents, see `wire`) and what they return:
 
-- `preload`: load the grading model of a folder and copy the tokenizers the judge will lend (before the
-  submission is known) -> how long the process took to start, import the libraries (`main` does that before
-  reading any request) and load all that;
 - `init`: execute the assembled cells (instructor setup + the student's answers) -> notes on failed cells;
 - `call`: call a notebook function on decoded inputs, optionally with other names of the notebook replaced
   (`isolate`), then optionally back-propagate from one output and collect gradients -> the result as data;
@@ -20,21 +17,19 @@ import contextlib
 import dataclasses
 import enum
 import functools
-import gc
 import os
 import signal
-import sys
 import time
 import traceback
 import types
 from collections.abc import Mapping
 
-from . import resources, wire
+from . import resources, stand_ins, wire
 
 EXPORT_ROWS = 64  # rows of a dataset described in a reply
 EXPORT_BATCHES = 16  # batches of a DataLoader read by `iterate`
-# What the notebook's setup cells import (module -> names they take from it), imported by `main` before any
-# request: the slow part of a sandbox's start, done while the judge is still busy with another submission.
+# What the notebook's setup cells import (module -> names they take from it), imported once by the sandbox's
+# zygote before it forks the process of any submission: the slow part of a start, paid once per judge process.
 PREIMPORTS = {
     "numpy": (), "torch": (), "torch.nn.functional": (), "torch.utils.data": ("DataLoader",), "tqdm.auto": (),
     "matplotlib.pyplot": (), "datasets": ("Dataset", "load_dataset"), "psutil": (),
@@ -135,7 +130,6 @@ class Exerciser:
         self.objects: dict[int, object] = {}
         self.next_id = 1
         self.provided: dict[str, object] = {}  # names as the instructor's cells defined them
-        self.timings: dict[str, float] = {}  # how this process started (see `main` and `op_preload`)
 
     # ------------------------------------------------------------ data in, data out
 
@@ -165,6 +159,10 @@ class Exerciser:
             return True, self.objects[handle]
         if tag == "$oracle":
             return True, self.oracle(str(form["$oracle"]))
+        if tag == "$stand_in":
+            if form["$stand_in"] not in stand_ins.BY_NAME:
+                raise ExerciseError(f"no stand-in {form['$stand_in']!r}")
+            return True, stand_ins.BY_NAME[form["$stand_in"]]
         if tag == "$provided":
             name = str(form["$provided"])
             return True, self.provided.get(name, self.namespace.get(name))
@@ -238,17 +236,6 @@ class Exerciser:
         except Exception as error:  # noqa: BLE001 (a result whose description raised: the student's object)
             return {"error": error_form(error, "describing the result")}, []
         return {"value": form, **extra}, tensors
-
-    def op_preload(self, request, tensors):
-        started = time.perf_counter()
-        if request.get("model_dir"):
-            try:
-                resources.preload(str(request["model_dir"]), list(request.get("tokenizers") or []))
-            except Exception:  # noqa: BLE001 (the checks that need the model report it)
-                pass
-        gc.freeze()  # what is loaded stays: a full collection (TRL's trainers call them) then skips it all
-        return {"timings": {**self.timings, "preload_s": time.perf_counter() - started,
-                            "cpu_s": time.process_time()}}, []
 
     def op_init(self, request, tensors):
         notes = []
@@ -602,32 +589,18 @@ def preimport() -> None:
             continue
 
 
-def main(read_fd: int, write_fd: int) -> int:
-    """Serve the judge on two inherited pipe ends (requests in, replies out) until it closes them.
-
-    The libraries are imported first, before any request: a judge launches the sandbox of its next submission
-    while it judges the current one, and the requests wait in the pipe until this process is ready.
-    """
-    started_at = time.time()
+def serve(read_fd: int, write_fd: int) -> int:
+    """Serve the judge on two pipe ends (requests in, replies out) until it closes them; the libraries were
+    imported and the grading model loaded before (by the zygote this process was forked from)."""
     requests = os.fdopen(read_fd, "rb", buffering=0)
     replies = os.fdopen(write_fd, "wb", buffering=0)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
-    sys.stdout = sys.stderr = open(os.devnull, "w")
 
     def channel(document, tensors):
         wire.write_frame(replies, document, wire.blob_parts(list(tensors)))
         reply, blob = wire.read_frame(requests)
         return reply, wire.unpack_tensors(blob)
 
-    importing = time.perf_counter()
-    preimport()
-    import torch
-
-    torch.set_num_threads(1)
     exerciser = Exerciser({"__name__": "hw2_submission"}, channel)
-    exerciser.timings = {"started_at": started_at, "imports_s": time.perf_counter() - importing}
     while True:
         try:
             request, blob = wire.read_frame(requests)
@@ -635,7 +608,3 @@ def main(read_fd: int, write_fd: int) -> int:
             return 0
         document, tensors = exerciser.serve(request, wire.unpack_tensors(blob))
         wire.write_frame(replies, document, wire.blob_parts(tensors))
-
-
-if __name__ == "__main__":
-    os._exit(main(int(sys.argv[1]), int(sys.argv[2])))
