@@ -19,12 +19,16 @@ def gradient_report(seen, expected: torch.Tensor, rtol: float = 1e-3, atol_fract
         return f"a {type(seen).__name__} instead of a gradient tensor"
     if tuple(seen.shape) != tuple(expected.shape):
         return f"a gradient of shape {tuple(seen.shape)} instead of {tuple(expected.shape)}"
-    seen, expected = seen.double(), expected.double()
+    # float32 against float32 stays float32 (its rounding is far below rtol); anything else compares in float64
+    dtype = torch.promote_types(seen.dtype, expected.dtype) if seen.is_floating_point() else torch.float64
+    dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float64
+    seen, expected = seen.to(dtype), expected.to(dtype)
     if not bool(torch.isfinite(seen).all()):
         return "a gradient with inf or nan values"
     scale = float(expected.abs().max()) if expected.numel() else 0.0
     if torch.allclose(seen, expected, rtol=rtol, atol=max(scale * atol_fraction, 1e-12)):
         return None
+    seen, expected = seen.double(), expected.double()  # a failure: the report's numbers in float64
     norm_seen, norm_expected = float(seen.norm()), float(expected.norm())
     if norm_expected == 0.0:
         return f"a non-zero gradient (norm {norm_seen:.3g}) where none is expected"

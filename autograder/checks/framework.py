@@ -131,6 +131,21 @@ def student(runner, name: str, isolate: dict | None = None) -> StudentFunction:
     return StudentFunction(as_runner(runner), name, isolate)
 
 
+def shared_answer(ns, key, ask: Callable):
+    """`ask()` once per submission for the cases that ask the same question of student code (the same call on
+    the same inputs, whose result is data: models as the judge sees them, never a kept object); an exception is
+    not remembered, so each case that asks gets it. Calls are seeded alike in every case, so a second call
+    would give the same answer, only slower."""
+    memo = getattr(ns, "shared_answers", None)
+    if memo is None:
+        if isinstance(ns, dict):  # an in-process namespace: a new runner per call, nothing to share
+            return ask()
+        memo = ns.shared_answers = {}
+    if key not in memo:
+        memo[key] = ask()
+    return memo[key]
+
+
 def as_runner(namespace_or_runner):
     """A `Runner` for a namespace (in-process exercise) or the runner itself."""
     from autograder.grading.remote import LocalRunner, Runner

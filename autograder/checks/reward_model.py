@@ -11,7 +11,7 @@ import torch
 
 from autograder.checks import reference as ref
 from autograder.checks.compare import close, fmt
-from autograder.checks.framework import Check, CheckFailure, shorten, student
+from autograder.checks.framework import Check, CheckFailure, shared_answer, shorten, student
 from autograder.checks.models import (
     ADDED_PAD,
     CPU,
@@ -142,7 +142,9 @@ REWARD_ANSWERS = [
 
 
 def reward_model_by_student(ns, ctx, case, pad="safe", model_dir=None) -> RemoteModel:
-    model = student(ns, "build_reward_model", CPU)(str(model_dir or ctx.model_dir), make_tokenizer(ctx, pad, "right"))
+    model_dir = str(model_dir or ctx.model_dir)
+    model = shared_answer(ns, ("build_reward_model", pad, model_dir), lambda: student(ns, "build_reward_model", CPU)(
+        model_dir, make_tokenizer(ctx, pad, "right")))
     if not is_model(model):
         raise CheckFailure(case, "a transformers model (AutoModelForSequenceClassification.from_pretrained)",
                            kind_of(model))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from autograder.grading import result as results
 from autograder.grading.judge import JudgeSettings, Submission, grader_key, judge, start_sandbox
-from autograder.grading.sandbox import INSTALL_HINT, bwrap_path, clean_leftovers
+from autograder.grading.sandbox import INSTALL_HINT, bwrap_path, clean_leftovers, namespace_problem
 from autograder.layout import ASSIGNMENT, NOTEBOOK_NAME
 
 
@@ -100,6 +100,8 @@ def setup_problems(unsafe: bool) -> list[str]:
     problems = []
     if not unsafe and bwrap_path() is None:
         problems.append(INSTALL_HINT)
+    elif not unsafe and (problem := namespace_problem()) is not None:
+        problems.append(problem)
     tiny = fixture_paths().tiny
     if not (tiny / "config.json").is_file():
         problems.append(f"the grading fixtures are missing ({tiny}): build them with `python -m autograder fixtures`")

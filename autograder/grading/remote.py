@@ -16,7 +16,7 @@ import itertools
 import types
 from dataclasses import dataclass, field
 
-from autograder.grading.exercise import stand_ins, wire
+from autograder.grading.exercise import resources, stand_ins, wire
 from autograder.grading.exercise.runtime import Exerciser
 
 SPEC_ATTRIBUTE = "_wire_spec"
@@ -78,13 +78,21 @@ def attr_dict(value):
 class RemoteModel:
     """What a student function's model is: class, config, weights, trainable parameters, adapters."""
 
-    def __init__(self, form: dict, decoder, depth: int, ref: Ref | None = None):
+    def __init__(self, form: dict, decoder, depth: int, ref: Ref | None = None, known: dict | None = None):
         self.type_name = str(form.get("type", "?"))
         self.mro = [str(n) for n in form.get("mro", [])]
         self.training = bool(form.get("training", False))
         self.config = attr_dict(form.get("config") or {})
         state = decoder.decode(form.get("state", {"$dict": []}), depth + 1)
         self.state = {str(k): v for k, v in state.items()} if isinstance(state, dict) else {}
+        copies = {}  # one copy per weight of the grading model, as tied weights share one tensor
+        for name in form.get("known") or []:  # weights equal to the grading model's: the judge has them
+            base = (known or {}).get(resources.known_name(name)) if isinstance(name, str) else None
+            if base is not None and name not in self.state:
+                key = (base.data_ptr(), tuple(base.shape))
+                if key not in copies:
+                    copies[key] = base.clone()
+                self.state[name] = copies[key]
         self.trainable = [str(n) for n in form.get("trainable", [])]
         self.parameters = [str(n) for n in form.get("parameters", [])]
         self.dtypes = [str(d) for d in form.get("dtypes", [])]
@@ -197,6 +205,7 @@ class Runner:
         self.tapes: dict[int, tuple] = {}
         self.counter = itertools.count(1)
         self.exercise_cpu_s = None  # CPU seconds the exercise's process had used at the last release, as it says
+        self.known: dict = {}  # the grading model's weights, which models may name instead of sending them
 
     # ------------------------------------------------------------ encoding
 
@@ -233,7 +242,8 @@ class Runner:
         if tag == "$ref":
             return True, Ref(int(form["$ref"]), str(form.get("type", "object")))
         if tag == "$model":
-            return True, RemoteModel(form["$model"] if isinstance(form["$model"], dict) else {}, decoder, depth)
+            return True, RemoteModel(form["$model"] if isinstance(form["$model"], dict) else {}, decoder, depth,
+                                     known=self.known)
         if tag == "$tokenizer":
             return True, RemoteTokenizer(form["$tokenizer"] if isinstance(form["$tokenizer"], dict) else {})
         if tag == "$dataset":

@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autograder.grading.exercise import wire
+from autograder.grading.exercise import resources, wire
 from autograder.grading.exercise.runtime import CellTimeout, time_limit
 from autograder.grading.remote import ExerciseFailure, Runner
 
@@ -144,6 +144,26 @@ def zygote_command(settings: SandboxSettings, scratch: Path, entry: str) -> list
     for key, value in sandbox_environment(settings).items():
         command += ["--setenv", key, value]
     return command + [sys.executable, "-I", "-c", entry]
+
+
+def namespace_problem() -> str | None:
+    """Why this machine cannot run the sandbox (None: it can): bubblewrap starts, and a process in it can enter
+    the namespaces of a submission's process and drop its capabilities, as the zygote's children do."""
+    scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
+    try:
+        write_identity_files(scratch)
+        entry = ("import sys; sys.path.insert(0, '/grader'); from hw2_exercise.namespaces import drop_privileges, "
+                 "enter_namespaces; enter_namespaces(16); drop_privileges()")
+        done = subprocess.run(zygote_command(SandboxSettings(), scratch, entry), capture_output=True, text=True,
+                              timeout=120, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"the grading sandbox could not start ({type(error).__name__}: {error})"
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if done.returncode != 0:
+        lines = (done.stderr.strip() or f"exit code {done.returncode}").splitlines()
+        return f"the grading sandbox does not work on this machine: {lines[-1][:300]}{NAMESPACE_HINT}"
+    return None
 
 
 def write_identity_files(scratch: Path) -> None:
@@ -405,16 +425,6 @@ class Zygote:
             self.close()
             return None
 
-    def running(self, child: int) -> bool:
-        if not self.alive():
-            return False
-        try:
-            reply = self.ask({"op": "status", "child": child})
-        except (OSError, EOFError, ValueError):
-            self.close()
-            return False
-        return reply.get("code") is None and "error" not in reply
-
     def close(self) -> None:
         if self.process is not None:
             with contextlib.suppress(OSError):
@@ -520,8 +530,12 @@ class SandboxRunner(Runner):
         waiting = time.perf_counter()
         spawned = self.launch()
         waited = time.perf_counter() - waiting
-        reply, _ = self.exchange_once({"op": "init", "cells": self.cells, "cell_timeout": cell_timeout},
-                                      [], timeout=2 * cell_timeout)
+        init = {"op": "init", "cells": self.cells, "cell_timeout": cell_timeout}
+        model_dir = self.settings.preload.get("model_dir")
+        if model_dir:  # the grading model's weights, which the models student code returns may then name
+            self.known = resources.known_weights(str(model_dir))
+            init["known_weights"] = str(model_dir)
+        reply, _ = self.exchange_once(init, [], timeout=2 * cell_timeout)
         startup = spawned.get("startup") if isinstance(spawned.get("startup"), dict) else {}
         self.timings = {"forked": True, "waited_s": round(waited, 2), "fork_s": seconds(spawned.get("fork_s")),
                         "cells_s": seconds(reply.get("cells_s"))}
@@ -559,8 +573,8 @@ class SandboxRunner(Runner):
     def exchange(self, document: dict, tensors: list) -> tuple[dict, list]:
         if self.child is not None and self.check_child:
             self.check_child = False
-            if not self.zygote.running(self.child):  # it died between two cases: the next starts afresh
-                self.close()
+            if select.select([self.channel.read_fd], [], [], 0)[0]:  # it died (or wrote what nobody asked for)
+                self.close()  # between two cases: the next one starts afresh
         if self.child is None:
             self.start()
         return self.exchange_once(document, tensors, timeout=self.settings.request_timeout)

@@ -95,6 +95,18 @@ def _base_model(path: str, auto: str):
     return _BASE_MODELS[key]
 
 
+def known_weights(path: str) -> dict:
+    """The weights of the causal LM in the folder `path`, loaded once per process. The judge and the sandbox
+    both hold them, so a model's weight equal to one of them travels as its name only (see `describe_model`)."""
+    return _base_model(path, "AutoModelForCausalLM").state_dict()
+
+
+def known_name(name: str) -> str:
+    """The name a weight has in the plain model: a PeftModel's `base_model.model.` prefix and the `base_layer.`
+    of a layer with adapters removed."""
+    return name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+
+
 MODEL_CLASSES = ("AutoModelForCausalLM", "AutoModelForSequenceClassification")
 
 
