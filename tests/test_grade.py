@@ -302,12 +302,14 @@ def test_a_killed_grader_leaves_no_sandbox_and_the_next_run_cleans_up(tmp_path):
 # Every place where a submission could leave something for the next one: a file in every folder it can write
 # to (on every writable mount, after trying to unmount its private tmpfs mounts and to make the shared ones
 # writable again, also from a user namespace of its own), files through the root folders of other processes
-# (/proc/PID/root), a daemon that goes on planting them, an environment variable, attributes of torch, of
-# builtins and of the exercise's own module, a module of its own in sys.modules. The cell plants them all after
+# (/proc/PID/root), a daemon that goes on planting them, writable shared memory, the nice value and autogroup of
+# its process group and session, an environment variable, attributes of torch, of builtins and of the exercise's
+# own module, a module of its own in sys.modules; it also sends SIGTERM to its whole process group (the
+# zygote's, if it shared it: the one-zygote assertion below would then fail). The cell plants them all after
 # checking that none is there yet; `pad` is right only while the cell's own markers are in place (so the
 # markers demonstrably work) and nothing of an earlier submission was found.
 LEAK_MARKERS = """
-import builtins, ctypes, os, pathlib, sys, time, types
+import builtins, ctypes, os, pathlib, signal, sys, time, types
 import torch
 import hw2_exercise.resources as _exercise_module
 
@@ -352,8 +354,29 @@ def _plant(folders):
         except OSError:
             pass
 
+def _shared_pages():
+    pages = []
+    for line in open("/proc/self/maps"):
+        span, mode = line.split()[:2]
+        if mode[1] == "w" and mode[3] == "s":
+            pages.append(int(span.split("-")[0], 16))
+    return pages
+
+def _plant_in_shared_memory():
+    with open("/proc/self/mem", "r+b", buffering=0) as memory:
+        for address in _shared_pages():
+            memory.seek(address)
+            memory.write(_MARKER.encode())
+
 def _markers_found():
     found = [os.path.join(f, _MARKER) for f in _writable_folders() if os.path.exists(os.path.join(f, _MARKER))]
+    with open("/proc/self/mem", "rb", buffering=0) as memory:
+        for address in _shared_pages():
+            memory.seek(address)
+            found += ["shared memory"] * (memory.read(len(_MARKER)) == _MARKER.encode())
+    found += [f"nice {os.getpriority(os.PRIO_PROCESS, 0)}"] * (os.getpriority(os.PRIO_PROCESS, 0) != _NICE)
+    found += [f"autogroup {open('/proc/self/autogroup').read().split()[-1]}"] * (
+        open("/proc/self/autogroup").read().split()[-1] != "0")
     found += ["environment variable"] * ("HW2_LEAK_MARKER" in os.environ)
     found += ["torch attribute"] * hasattr(torch, "hw2_leak_marker")
     found += ["builtins attribute"] * hasattr(builtins, "hw2_leak_marker")
@@ -361,6 +384,7 @@ def _markers_found():
     found += ["module"] * ("hw2_leak_module" in sys.modules)
     return found
 
+_NICE = 0
 _unmount_private_mounts()
 _LEFT_BY_EARLIER = _markers_found() + [os.path.join(p, _MARKER) for p in _through_other_roots()
                                         if os.path.exists(os.path.join(p, _MARKER))]
@@ -376,6 +400,15 @@ if os.fork() == 0:  # a daemon that goes on planting for a minute
     finally:
         os._exit(0)
 os.wait()
+_plant_in_shared_memory()
+for _renice in (lambda: os.setpriority(os.PRIO_PGRP, 0, 7), lambda: open("/proc/self/autogroup", "w").write("13")):
+    try:  # the process group and the session: its own, or the zygote's and so the next submission's
+        _renice()
+    except OSError:
+        pass
+_NICE = os.getpriority(os.PRIO_PROCESS, 0)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+os.kill(0, signal.SIGTERM)  # every process of its process group: the zygote too, if it shared it
 os.environ["HW2_LEAK_MARKER"] = "planted"
 torch.hw2_leak_marker = builtins.hw2_leak_marker = _exercise_module.hw2_leak_marker = True
 sys.modules["hw2_leak_module"] = types.ModuleType("hw2_leak_module")
@@ -385,7 +418,7 @@ _right_pad = pad
 def pad(*args, **kwargs):
     if _LEFT_BY_EARLIER:
         raise RuntimeError(f"found what an earlier submission left: {_LEFT_BY_EARLIER}")
-    if _markers_found() != _PLANTED or len(_PLANTED) < 8:
+    if _markers_found() != _PLANTED or len(_PLANTED) < 8:  # (autogroup and nice markers may be its own)
         raise RuntimeError(f"the markers of this submission did not stay in place: {_markers_found()}")
     return _right_pad(*args, **kwargs)
 """

@@ -78,14 +78,15 @@ def attr_dict(value):
 class RemoteModel:
     """What a student function's model is: class, config, weights, trainable parameters, adapters."""
 
-    def __init__(self, form: dict, decoder, depth: int, ref: Ref | None = None, known: dict | None = None):
+    def __init__(self, form: dict, decoder, depth: int, ref: Ref | None = None, known: dict | None = None,
+                 copies: dict | None = None):
         self.type_name = str(form.get("type", "?"))
         self.mro = [str(n) for n in form.get("mro", [])]
         self.training = bool(form.get("training", False))
         self.config = attr_dict(form.get("config") or {})
         state = decoder.decode(form.get("state", {"$dict": []}), depth + 1)
         self.state = {str(k): v for k, v in state.items()} if isinstance(state, dict) else {}
-        copies = {}  # one copy per weight of the grading model, as tied weights share one tensor
+        copies = {} if copies is None else copies  # one copy per weight of the grading model (see Runner.known)
         for name in form.get("known") or []:  # weights equal to the grading model's: the judge has them
             base = (known or {}).get(resources.known_name(name)) if isinstance(name, str) else None
             if base is not None and name not in self.state:
@@ -205,7 +206,10 @@ class Runner:
         self.tapes: dict[int, tuple] = {}
         self.counter = itertools.count(1)
         self.exercise_cpu_s = None  # CPU seconds the exercise's process had used at the last release, as it says
-        self.known: dict = {}  # the grading model's weights, which models may name instead of sending them
+        # the grading model's weights, which models may name instead of sending them, and the one copy of each
+        # that the models of this runner share (so that naming them costs no memory, however often)
+        self.known: dict = {}
+        self.known_copies: dict = {}
 
     # ------------------------------------------------------------ encoding
 
@@ -243,7 +247,7 @@ class Runner:
             return True, Ref(int(form["$ref"]), str(form.get("type", "object")))
         if tag == "$model":
             return True, RemoteModel(form["$model"] if isinstance(form["$model"], dict) else {}, decoder, depth,
-                                     known=self.known)
+                                     known=self.known, copies=self.known_copies)
         if tag == "$tokenizer":
             return True, RemoteTokenizer(form["$tokenizer"] if isinstance(form["$tokenizer"], dict) else {})
         if tag == "$dataset":

@@ -359,9 +359,11 @@ class Zygote:
             resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             cgroup.join_from_child()
+            with contextlib.suppress(OSError):  # out of memory, the kernel kills a sandbox before any judge
+                Path("/proc/self/oom_score_adj").write_text("1000")
 
         isolate = not self.settings.unsafe_no_sandbox
-        tmpfs_megabytes = int(self.settings.memory_gb * 1024)
+        tmpfs_megabytes = int(self.settings.memory_gb * 1024 / 3)  # HOME, /tmp and /dev/shm: memory_gb in all
         entry = (f"import sys; sys.path.insert(0, {'/grader' if isolate else str(self.scratch / 'pkg')!r}); "
                  f"from hw2_exercise.zygote import main; import os; "
                  f"os._exit(main({theirs.fileno()}, {isolate}, {tmpfs_megabytes}))")
@@ -399,6 +401,7 @@ class Zygote:
     def spawn(self, request_read: int, reply_write: int) -> dict:
         """Fork a child that serves requests on these pipe ends (the zygote gets copies): `{"child": id,
         "fork_s": ..., "startup": ...}`. Launches the zygote first when it is not running."""
+        errors = []
         for _ in range(2):
             if not self.alive():
                 self.launch()
@@ -408,10 +411,14 @@ class Zygote:
                 self.close()
                 continue
             if "error" in reply:
-                raise SandboxUnavailable(f"the grading sandbox could not start a submission's process: "
-                                         f"{reply['error']}{NAMESPACE_HINT}")
+                errors.append(str(reply["error"]))
+                time.sleep(1)  # the processes of the child before may still be leaving (a fork bomb's)
+                continue
             self.spawned += 1
             return reply
+        if errors:
+            raise SandboxUnavailable(f"the grading sandbox could not start a submission's process: {errors[-1]}"
+                                     f"{NAMESPACE_HINT}")
         raise SandboxUnavailable("the grading sandbox's process died twice while starting; run the grader with "
                                  "--jobs 1 and check the machine's memory")
 
@@ -548,14 +555,14 @@ class SandboxRunner(Runner):
     def close(self) -> int | None:
         """End the child (if any) and close the pipes; returns its exit code when it is known."""
         code = None
-        if self.child is not None:
-            code = self.zygote.end(self.child)
-            self.child = None
-        if self.channel is not None:
+        if self.channel is not None:  # first: a child that sees its pipes closed ends by itself
             for fd in (self.channel.read_fd, self.channel.write_fd):
                 with contextlib.suppress(OSError):
                     os.close(fd)
             self.channel = None
+        if self.child is not None:
+            code = self.zygote.end(self.child)
+            self.child = None
         return code
 
     def __enter__(self):

@@ -2,7 +2,10 @@
 
 `enter_namespaces` moves the calling process into new user, mount, network, IPC, UTS and cgroup namespaces
 (its next child starts a new PID namespace), with empty tmpfs mounts of its own on /scratch, /tmp and
-/dev/shm and every other writable mount made read-only; `drop_privileges` then gives up every capability.
+/dev/shm and every other writable mount made read-only; `drop_privileges` then gives up every capability, and
+`forbid_new_user_namespaces` closes the way back to any (a user namespace of its own would give the process
+capabilities over new mounts, such as a cgroup hierarchy). `shared_writable_mappings` finds memory a fork
+would share between the zygote's children.
 The grader also calls both once in a throwaway sandbox before grading, to say early when a machine does not
 allow them (`autograder.grading.sandbox.namespace_problem`).
 """
@@ -102,3 +105,65 @@ def drop_privileges() -> None:
     header, data = _CapHeader(CAPABILITY_VERSION_3, 0), (_CapData * 2)()
     _check(_libc.capset(ctypes.byref(header), ctypes.byref(data)), "dropping the capabilities")
     _check(prctl(PR_SET_NO_NEW_PRIVS, 1), "setting no_new_privs")
+
+
+def shared_writable_mappings() -> list[str]:
+    """The writable shared memory mappings of this process (`rw-s` in /proc/self/maps): a process forked from it
+    maps the same pages, and so would every later one, a channel from one submission to the next."""
+    with open("/proc/self/maps") as handle:
+        return [line.strip() for line in handle if line.split()[1][1] == "w" and line.split()[1][3] == "s"]
+
+
+# seccomp: a classic BPF program over struct seccomp_data {int nr; u32 arch; u64 ip; u64 args[6];}
+_BPF_LD_ABS, _BPF_JEQ, _BPF_JSET, _BPF_JGE, _BPF_RET = 0x20, 0x15, 0x45, 0x35, 0x06
+_RET_ALLOW, _RET_ERRNO = 0x7FFF0000, 0x00050000
+_EPERM, _ENOSYS = 1, 38
+_X32_SYSCALL_BIT = 0x40000000
+# architecture -> (unshare, clone, clone3) system call numbers
+_SYSCALLS = {0xC000003E: (272, 56, 435),  # x86_64
+             0x40000003: (310, 120, 435),  # i386 (32-bit calls on an x86_64 kernel)
+             0xC00000B7: (97, 220, 435)}  # aarch64
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def _user_namespace_filter() -> list[tuple[int, int, int, int]]:  # (code, jt, jf, k)
+    """The program: unshare or clone with CLONE_NEWUSER -> EPERM; clone3 (whose flags a filter cannot read) and
+    x32 calls -> ENOSYS (glibc then uses clone); everything else, and other architectures, allowed."""
+    program, jumps = [(_BPF_LD_ABS, 0, 0, 4)], []  # load the architecture
+    for arch in _SYSCALLS:  # one test per architecture, jumping to its block (resolved below)
+        jumps.append(len(program))
+        program.append((_BPF_JEQ, arch, 0, arch))
+    program.append((_BPF_RET, 0, 0, _RET_ALLOW))
+    for index, (arch, (unshare, clone, clone3)) in enumerate(_SYSCALLS.items()):
+        test = jumps[index]
+        program[test] = (_BPF_JEQ, len(program) - test - 1, 0, arch)
+        block = [(_BPF_LD_ABS, 0, 0, 0),  # 0: the call's number
+                 (_BPF_JGE, 8, 0, _X32_SYSCALL_BIT),  # 1: -> 10
+                 (_BPF_JEQ, 3, 0, unshare),  # 2: -> 6
+                 (_BPF_JEQ, 2, 0, clone),  # 3: -> 6
+                 (_BPF_JEQ, 5, 0, clone3),  # 4: -> 10
+                 (_BPF_RET, 0, 0, _RET_ALLOW),  # 5
+                 (_BPF_LD_ABS, 0, 0, 16),  # 6: the flags, the low half of the first argument
+                 (_BPF_JSET, 0, 1, CLONE_NEWUSER),  # 7: -> 8, else 9
+                 (_BPF_RET, 0, 0, _RET_ERRNO | _EPERM),  # 8
+                 (_BPF_RET, 0, 0, _RET_ALLOW),  # 9
+                 (_BPF_RET, 0, 0, _RET_ERRNO | _ENOSYS)]  # 10
+        program += block
+    return program
+
+
+def forbid_new_user_namespaces() -> None:
+    """Install `_user_namespace_filter` for this process and everything it starts (needs no_new_privs)."""
+    instructions = _user_namespace_filter()
+    array = (_SockFilter * len(instructions))(*[_SockFilter(*instruction) for instruction in instructions])
+    program = _SockFprog(len(instructions), array)
+    _check(_libc.prctl(PR_SET_SECCOMP, ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.byref(program),
+                       ctypes.c_ulong(0), ctypes.c_ulong(0)), "installing the seccomp filter")

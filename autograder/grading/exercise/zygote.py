@@ -8,22 +8,24 @@ datagram socket and sends it JSON control messages, one per datagram:
 - `spawn`, carrying two file descriptors (requests in, replies out): end the previous child if it still
   runs, then fork a child that serves one submission on them (`runtime.serve`) -> `{"child": its id,
   "fork_s": seconds, "startup": how this process started}`, or `{"error": why it could not}`;
-- `end` with a child's id: kill the child and everything it started and wait until all of it is gone ->
-  `{"code": its exit code, negative for a signal}`;
+- `end` with a child's id: let the child end (the judge closed its pipes) or kill it with everything it
+  started, and wait until all of it is gone -> `{"code": its exit code, negative for a signal}`.
 
 Each child is three processes. The first (`keeper`) stays in this process's namespaces, enters new ones for
-the rest (`enter_namespaces`) and waits. The second (`reaper`) is PID 1 of the new PID namespace: when it
-ends, the kernel kills every process in that namespace. It only waits, like bubblewrap's own init. The third
-(`worker`, PID 2) runs the submission. Inside, the child is `nobody` in a user namespace of its own and has
-no capability at all (`drop_privileges`): it cannot signal or trace a process outside its PID namespace,
+the rest (`enter_namespaces`) and waits. The second (`reaper`) is PID 1 of the new PID namespace, in a
+session of its own: when it ends, the kernel kills every process in that namespace. It only waits, like
+bubblewrap's own init. The third (`worker`, PID 2) runs the submission. Inside, the child is `nobody` in a
+user namespace of its own, has no capability at all (`drop_privileges`) and cannot create a user namespace
+to get any (`forbid_new_user_namespaces`): it cannot signal or trace a process outside its PID namespace,
 reach a network (its network namespace has only a loopback), share IPC objects or abstract sockets with
 anyone, or write anywhere but its own empty tmpfs mounts on /scratch (its HOME), /tmp and /dev/shm: every
 other writable mount (bubblewrap's root and /dev, which the zygote and every child share) is made read-only
-for it. The mounts it inherited are locked to it (they came from a more privileged mount namespace), so it
-cannot unmount its tmpfs to reach what is under them, or make a mount writable again, not even from a user
-namespace it makes itself. This process
-and the keeper are not dumpable, so /proc gives the child nothing of them either.
+for it, and the mounts it inherited are locked to it (they came from a more privileged mount namespace), so it
+cannot unmount its tmpfs to reach what is under them. This process holds no writable shared memory when it
+forks (it refuses to fork if it does: tqdm's multiprocessing lock was such a page, shared by every child).
+This process and the keeper are not dumpable, so /proc gives the child nothing of them either.
 """
+import contextlib
 import gc
 import json
 import os
@@ -34,9 +36,11 @@ import tempfile
 import time
 
 from . import resources, runtime
-from .namespaces import PR_SET_DUMPABLE, PR_SET_PDEATHSIG, drop_privileges, enter_namespaces, prctl
+from .namespaces import (PR_SET_DUMPABLE, PR_SET_PDEATHSIG, drop_privileges, enter_namespaces,
+                         forbid_new_user_namespaces, prctl, shared_writable_mappings)
 
 MESSAGE_BYTES = 1 << 16
+END_GRACE_S = 0.5  # how long `end` lets a child whose pipes were closed end by itself
 
 
 def enter_private_folder() -> None:
@@ -87,8 +91,10 @@ def keeper(request_fd: int, reply_fd: int, report_fd: int, isolate: bool, tmpfs_
     if reaper_pid == 0:
         os.close(report_fd)
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        os.setsid()  # a session and process group of its own: kill(0), PRIO_PGRP, autogroup reach no further
         if isolate:
             drop_privileges()
+            forbid_new_user_namespaces()
             prctl(PR_SET_DUMPABLE, 0)
         worker = os.fork()
         if worker == 0:
@@ -123,6 +129,11 @@ class Zygote:
     def spawn(self, fds: list[int]) -> dict:
         for child in list(self.children):
             self.end(child)
+        shared = shared_writable_mappings()
+        if shared:  # every child would map these pages: a channel between submissions
+            for fd in fds:
+                os.close(fd)
+            return {"error": f"the zygote holds writable shared memory, which its children would share: {shared[0]}"}
         if len(fds) != 2:
             for fd in fds:
                 os.close(fd)
@@ -154,16 +165,21 @@ class Zygote:
         return {"child": keeper_pid, "fork_s": time.perf_counter() - started, "startup": self.startup}
 
     def end(self, child: int) -> dict:
+        """Wait a moment for the child to end by itself (the judge closed its pipes first), else kill its reaper,
+        which takes down its whole PID namespace; the keeper ends once that is gone."""
         reaper_pid = self.children.pop(child, None)
         if reaper_pid is None:
             return {"code": None, "error": "no such child"}
-        for pid in (reaper_pid, child):
-            if pid:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        _, status = os.waitpid(child, 0)
+        deadline = time.monotonic() + END_GRACE_S
+        while True:
+            pid, status = os.waitpid(child, os.WNOHANG)
+            if pid or time.monotonic() > deadline:
+                break
+            time.sleep(0.005)
+        if not pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(reaper_pid or child, signal.SIGKILL)
+            _, status = os.waitpid(child, 0)
         return {"code": signed(exit_code(status))}
 
     def serve(self) -> int:
@@ -213,10 +229,15 @@ def main(control_fd: int, isolate: bool, tmpfs_megabytes: int) -> int:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
+    if devnull > 2:
+        os.close(devnull)
     sys.stdout = sys.stderr = open(os.devnull, "w")
     prctl(PR_SET_DUMPABLE, 0)
     control = socket.socket(fileno=control_fd)
     importing = time.perf_counter()
+    import tqdm.std  # its first progress bar would create a multiprocessing lock: a semaphore in shared memory
+
+    tqdm.std.TqdmDefaultWriteLock.mp_lock = None  # a thread lock only, in this process and every child
     runtime.preimport()
     import torch
 
