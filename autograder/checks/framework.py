@@ -137,10 +137,8 @@ def shared_answer(ns, key, ask: Callable):
     not remembered, so each case that asks gets it. Calls are seeded alike in every case, so a second call
     would give the same answer, only slower."""
     memo = getattr(ns, "shared_answers", None)
-    if memo is None:
-        if isinstance(ns, dict):  # an in-process namespace: a new runner per call, nothing to share
-            return ask()
-        memo = ns.shared_answers = {}
+    if memo is None:  # an in-process namespace: a new runner per call, nothing to share
+        return ask()
     if key not in memo:
         memo[key] = ask()
     return memo[key]

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 from autograder.grading.sandbox import (
-    KERNEL_SCRATCH_PREFIX, SCRATCH, PidsCgroup, SandboxSettings, bwrap_base, bwrap_path, die_with_parent,
+    KERNEL_SCRATCH_PREFIX, SCRATCH, PidsCgroup, SandboxSettings, bwrap_base, bwrap_path, confinement, die_with_parent,
     sandbox_environment, write_identity_files,
 )
 from autograder.layout import REPO_ROOT
@@ -125,18 +125,8 @@ def main(argv: list[str]) -> int:
     try:
         remove_stale_sockets(connection)
         write_identity_files(scratch)
-        memory = int(MEMORY_GB * 2**30)
-
-        def prepare_child():
-            import resource
-
-            die_with_parent()
-            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-            cgroup.join_from_child()
-
         process = subprocess.Popen(kernel_command(connection, scratch, workdir, fixtures),
-                                   env={}, stdin=subprocess.DEVNULL, preexec_fn=prepare_child)
+                                   env={}, stdin=subprocess.DEVNULL, preexec_fn=confinement(MEMORY_GB, cgroup))
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # the kernel manager stops us: stop the kernel
             signal.signal(sig, lambda *_: process.kill())
         return process.wait()

@@ -210,6 +210,7 @@ class Runner:
         # that the models of this runner share (so that naming them costs no memory, however often)
         self.known: dict = {}
         self.known_copies: dict = {}
+        self.shared_answers: dict = {}  # answers of student code that cases share (see `framework.shared_answer`)
 
     # ------------------------------------------------------------ encoding
 

@@ -19,7 +19,6 @@ importing torch, transformers and TRL, and still finds nothing any other submiss
 """
 import atexit
 import contextlib
-import ctypes
 import fcntl
 import json
 import math
@@ -37,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autograder.grading.exercise import resources, wire
+from autograder.grading.exercise.namespaces import PR_SET_PDEATHSIG, prctl
 from autograder.grading.exercise.runtime import CellTimeout, time_limit
 from autograder.grading.remote import ExerciseFailure, Runner
 
@@ -246,8 +246,26 @@ def _alive(pid: int) -> bool:
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
     """Ask the kernel to send `sig` to this process when its parent dies (PR_SET_PDEATHSIG)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, sig)
+    prctl(PR_SET_PDEATHSIG, sig)
+
+
+def confinement(memory_gb: float, cgroup: PidsCgroup, oom_score_adj: int | None = None):
+    """What a sandbox's process does before bubblewrap starts (Popen's preexec_fn): die with its parent, an
+    address-space limit, no core files, join the pids cgroup and, if given, an `oom_score_adj`."""
+    memory = int(memory_gb * 2**30)
+
+    def confine():
+        import resource
+
+        die_with_parent()
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        cgroup.join_from_child()
+        if oom_score_adj is not None:
+            with contextlib.suppress(OSError):
+                Path("/proc/self/oom_score_adj").write_text(str(oom_score_adj))
+
+    return confine
 
 
 @contextlib.contextmanager
@@ -350,17 +368,8 @@ class Zygote:
         write_identity_files(self.scratch)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.cgroup = PidsCgroup(self.settings.max_processes)
-        memory, cgroup = int(self.settings.memory_gb * 2**30), self.cgroup
-
-        def prepare_child():
-            import resource
-
-            die_with_parent()
-            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-            cgroup.join_from_child()
-            with contextlib.suppress(OSError):  # out of memory, the kernel kills a sandbox before any judge
-                Path("/proc/self/oom_score_adj").write_text("1000")
+        # out of memory, the kernel kills a sandbox before any judge
+        confine = confinement(self.settings.memory_gb, self.cgroup, oom_score_adj=1000)
 
         isolate = not self.settings.unsafe_no_sandbox
         tmpfs_megabytes = int(self.settings.memory_gb * 1024 / 3)  # HOME, /tmp and /dev/shm: memory_gb in all
@@ -378,7 +387,7 @@ class Zygote:
             command, cwd = [sys.executable, "-c", entry], home
         self.process = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        pass_fds=(theirs.fileno(),), preexec_fn=prepare_child,
+                                        pass_fds=(theirs.fileno(),), preexec_fn=confine,
                                         start_new_session=True)
         theirs.close()
         self.control, self.spawned = ours, 0
@@ -423,7 +432,8 @@ class Zygote:
                                  "--jobs 1 and check the machine's memory")
 
     def end(self, child: int) -> int | None:
-        """Kill a child and all it started; its exit code (negative: the signal that ended it), None if unknown."""
+        """End a child and all it started (it ends by itself once its pipes are closed, else the zygote kills
+        it); its exit code (negative: the signal that ended it), None if unknown."""
         if not self.alive():
             return None
         try:

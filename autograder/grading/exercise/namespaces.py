@@ -72,25 +72,24 @@ MOUNT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noa
                "nodiratime": 0x800, "relatime": 0x200000, "strictatime": 0x1000000}
 
 
+def mounts() -> list[tuple[str, list[str]]]:
+    """Every mount of this process's mount namespace: (mount point, its per-mount options), from mountinfo."""
+    with open("/proc/self/mountinfo") as handle:
+        return [(point.encode().decode("unicode_escape"), options.split(","))
+                for point, options in (line.split()[4:6] for line in handle)]
+
+
 def shared_writable_mounts() -> list[tuple[str, int]]:
     """The writable folder mounts other than this child's own tmpfs (and /proc), with the flags to keep."""
-    found = []
-    with open("/proc/self/mountinfo") as handle:
-        for line in handle:
-            point, options = line.split()[4:6]
-            point = point.encode().decode("unicode_escape")
-            options = options.split(",")
-            if ("rw" in options and point not in PRIVATE_MOUNTS and os.path.isdir(point)
-                    and point != "/proc" and not point.startswith("/proc/")):
-                found.append((point, sum(MOUNT_FLAGS.get(option, 0) for option in options)))
-    return found
+    return [(point, sum(MOUNT_FLAGS.get(option, 0) for option in options)) for point, options in mounts()
+            if "rw" in options and point not in PRIVATE_MOUNTS and os.path.isdir(point)
+            and point != "/proc" and not point.startswith("/proc/")]
 
 
 def mounts_under(folders) -> list[str]:
     """The mount points inside `folders` (not the folders themselves), outermost first."""
-    with open("/proc/self/mountinfo") as handle:
-        points = [line.split()[4].encode().decode("unicode_escape") for line in handle]
-    return sorted({p for p in points for f in folders if p.startswith(f.rstrip("/") + "/")}, key=len)
+    return sorted({point for point, _ in mounts() for f in folders if point.startswith(f.rstrip("/") + "/")},
+                  key=len)
 
 
 def drop_privileges() -> None:
@@ -100,8 +99,7 @@ def drop_privileges() -> None:
         last = int(handle.read())
     for capability in range(last + 1):
         _check(prctl(PR_CAPBSET_DROP, capability), f"dropping capability {capability}")
-    _libc.prctl(PR_CAP_AMBIENT, ctypes.c_ulong(PR_CAP_AMBIENT_CLEAR_ALL), ctypes.c_ulong(0), ctypes.c_ulong(0),
-                ctypes.c_ulong(0))
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
     header, data = _CapHeader(CAPABILITY_VERSION_3, 0), (_CapData * 2)()
     _check(_libc.capset(ctypes.byref(header), ctypes.byref(data)), "dropping the capabilities")
     _check(prctl(PR_SET_NO_NEW_PRIVS, 1), "setting no_new_privs")
@@ -137,26 +135,23 @@ class _SockFprog(ctypes.Structure):
 def _user_namespace_filter() -> list[tuple[int, int, int, int]]:  # (code, jt, jf, k)
     """The program: unshare or clone with CLONE_NEWUSER -> EPERM; clone3 (whose flags a filter cannot read) and
     x32 calls -> ENOSYS (glibc then uses clone); everything else, and other architectures, allowed."""
-    program, jumps = [(_BPF_LD_ABS, 0, 0, 4)], []  # load the architecture
-    for arch in _SYSCALLS:  # one test per architecture, jumping to its block (resolved below)
-        jumps.append(len(program))
-        program.append((_BPF_JEQ, arch, 0, arch))
+    block_length = 11
+    program = [(_BPF_LD_ABS, 0, 0, 4)]  # the architecture
+    for index, arch in enumerate(_SYSCALLS):  # a match jumps over the other tests, the ALLOW and earlier blocks
+        program.append((_BPF_JEQ, len(_SYSCALLS) - index + index * block_length, 0, arch))
     program.append((_BPF_RET, 0, 0, _RET_ALLOW))
-    for index, (arch, (unshare, clone, clone3)) in enumerate(_SYSCALLS.items()):
-        test = jumps[index]
-        program[test] = (_BPF_JEQ, len(program) - test - 1, 0, arch)
-        block = [(_BPF_LD_ABS, 0, 0, 0),  # 0: the call's number
-                 (_BPF_JGE, 8, 0, _X32_SYSCALL_BIT),  # 1: -> 10
-                 (_BPF_JEQ, 3, 0, unshare),  # 2: -> 6
-                 (_BPF_JEQ, 2, 0, clone),  # 3: -> 6
-                 (_BPF_JEQ, 5, 0, clone3),  # 4: -> 10
-                 (_BPF_RET, 0, 0, _RET_ALLOW),  # 5
-                 (_BPF_LD_ABS, 0, 0, 16),  # 6: the flags, the low half of the first argument
-                 (_BPF_JSET, 0, 1, CLONE_NEWUSER),  # 7: -> 8, else 9
-                 (_BPF_RET, 0, 0, _RET_ERRNO | _EPERM),  # 8
-                 (_BPF_RET, 0, 0, _RET_ALLOW),  # 9
-                 (_BPF_RET, 0, 0, _RET_ERRNO | _ENOSYS)]  # 10
-        program += block
+    for unshare, clone, clone3 in _SYSCALLS.values():
+        program += [(_BPF_LD_ABS, 0, 0, 0),  # 0: the call's number
+                    (_BPF_JGE, 8, 0, _X32_SYSCALL_BIT),  # 1: -> 10
+                    (_BPF_JEQ, 3, 0, unshare),  # 2: -> 6
+                    (_BPF_JEQ, 2, 0, clone),  # 3: -> 6
+                    (_BPF_JEQ, 5, 0, clone3),  # 4: -> 10
+                    (_BPF_RET, 0, 0, _RET_ALLOW),  # 5
+                    (_BPF_LD_ABS, 0, 0, 16),  # 6: the flags, the low half of the first argument
+                    (_BPF_JSET, 0, 1, CLONE_NEWUSER),  # 7: -> 8, else 9
+                    (_BPF_RET, 0, 0, _RET_ERRNO | _EPERM),  # 8
+                    (_BPF_RET, 0, 0, _RET_ALLOW),  # 9
+                    (_BPF_RET, 0, 0, _RET_ERRNO | _ENOSYS)]  # 10
     return program
 
 
