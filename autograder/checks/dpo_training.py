@@ -85,7 +85,7 @@ def _(ns, ctx):
     expect_concat(case, seen, None, "max_seq_len defaults to None, which keeps every position")
 
 
-PROMPT_KEEP_EQUAL, PROMPT_KEEP_PADDED, ANSWER_KEEP = (10, 10, 10, 10), (13, 6, 10, 8), 9
+PROMPT_KEEP_EQUAL, PROMPT_KEEP_PADDED, ANSWER_KEEP = (6, 6, 6, 6), (8, 3, 6, 5), 6
 
 
 def training_rows(ctx, padded: bool):

@@ -34,7 +34,7 @@ RANK, ALPHA = 4, 8  # alpha / r = 2: swapping the two gives 0.5 and rank-8 matri
 TARGETS = ("q_proj", "down_proj")  # one attention and one MLP layer, neither of them peft's default pair
 STEP_TARGETS = ("q_proj", "v_proj", "down_proj")  # the adapters of the DPO step
 LAYERS = 2  # of the tiny model
-PROMPT_KEEP, ANSWER_KEEP = (10, 13, 6, 8), 9  # rows cut short to keep the forward passes small
+PROMPT_KEEP, ANSWER_KEEP = (6, 8, 3, 5), 6  # rows cut short to keep the forward passes small
 REFERENCE_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 BASE_NOISE = 0.02  # the model handed to add_lora_adapters in the base-weights case: not the checkpoint's weights
 BASE_TENSORS = ("model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",

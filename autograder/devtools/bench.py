@@ -357,7 +357,7 @@ def bench_dpo(args: argparse.Namespace) -> int:
             f"{name}_tokens_per_s": round(rate, 1), f"{name}_peak_mem_gb": round(run["peak_mem_gb"], 3),
             f"{name}_first_loss": round(run["first_loss"], 5), f"{name}_final_loss": round(run["final_loss"], 5),
             f"{name}_mean_loss": round(run["mean_loss"], 5),
-            f"{name}_flops_fraction": round(rate * flops_per_token / (ceiling * 1e9), 3),
+            f"{name}_flops_fraction": float(f"{rate * flops_per_token / (ceiling * 1e9):.3g}"),
             # a full epoch of the real data set at this batch size and length, from the measured pairs per second
             # (the fixture's answers are shorter than the real data's, so this is a lower bound)
             f"{name}_epoch_estimate_s": round(REAL_DATASET_PAIRS * run["seconds"] / pairs_needed, 1),
