@@ -329,13 +329,13 @@ def test_bench_ppo_smoke_on_the_tiny_model(fixtures, reward_model_dir, tmp_path)
     command = [sys.executable, "-m", "autograder", "bench", "ppo", "--model", str(fixtures.tiny), "--reward-model",
                str(reward_model_dir), "--updates", "2", "--eval-prompts", "4", "--threads", "1", "--out", str(out),
                "--set", "PPO_RESPONSE_LENGTH=8", "--set", "PPO_MISSING_EOS_PENALTY=None", "--set", "PPO_TRAIN_PROMPTS=3",
-               "--set", "PPO_BATCH_SIZE=2", "--set", "temperature=0.5"]
+               "--set", "PPO_BATCH_SIZE=2", "--set", "num_mini_batches=2", "--set", "temperature=0.5"]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.with_suffix(".json").read_text())
     assert len(result["updates"]) == result["summary"]["updates"] == 2
     assert result["settings"]["response_length"] == 8 and result["settings"]["temperature"] == 0.5
-    assert result["settings"]["missing_eos_penalty"] is None
+    assert result["settings"]["missing_eos_penalty"] is None and result["settings"]["num_mini_batches"] == 2
     assert result["held_out"]["prompts"] == 4 and result["train_prompts"] == 3
     for when in ("before", "after"):
         assert set(result["held_out"][when]) == {"score", "reward", "finished"}

@@ -672,7 +672,7 @@ def plot_ppo(result: dict, path: Path) -> None:
 
 
 PPO_SETTINGS = ("learning_rate", "per_device_train_batch_size", "num_ppo_epochs", "total_episodes", "response_length",
-                "kl_coef", "missing_eos_penalty", "temperature", "lam", "gamma", "whiten_rewards")
+                "kl_coef", "missing_eos_penalty", "temperature", "lam", "gamma", "whiten_rewards", "num_mini_batches")
 
 
 def parse_settings(pairs: list[str]) -> tuple[dict, dict]:
