@@ -127,6 +127,69 @@ def test_conversation_ids_end_with_the_final_end_of_turn_token(solution, reward_
     assert set(pair) == {"chosen_ids", "rejected_ids"} and pair["chosen_ids"][-1] == reward_tokenizer.eos_token_id
 
 
+LONG_ANSWER = "Oh, I love them! ☔ The sound on the window, a warm blanket, a cup of tea and a good book 😊 What about you?"
+
+
+def test_cut_answer_ids_stop_inside_the_answer_without_the_end_token(solution, reward_tokenizer):
+    messages = conversation(EXAMPLE["prompt"], LONG_ANSWER)
+    full = solution["conversation_ids"](messages, reward_tokenizer)
+    prompt = reward_tokenizer.apply_chat_template(messages[:1], add_generation_prompt=True, tokenize=True,
+                                                  return_dict=True)["input_ids"]
+    cut = solution["cut_answer_ids"](messages, reward_tokenizer, 5)
+    assert cut == full[: len(prompt) + 5] and cut[: len(prompt)] == prompt
+    assert reward_tokenizer.eos_token_id not in cut[len(prompt):]
+    assert LONG_ANSWER.startswith(reward_tokenizer.decode(cut[len(prompt):]))
+    answer_length = len(full) - 1 - len(prompt)  # tokens of the answer, end-of-turn token excluded
+    assert solution["cut_answer_ids"](messages, reward_tokenizer, answer_length) == full, "not longer: kept whole"
+    assert solution["cut_answer_ids"](messages, reward_tokenizer, answer_length - 1) == full[:-2]
+
+
+def test_reward_of_a_cut_answer_is_what_ppo_reads_for_an_unfinished_one(solution, reward_model_dir, reward_tokenizer):
+    from transformers import AutoModelForSequenceClassification
+    from trl.experimental.utils import get_reward
+
+    model = AutoModelForSequenceClassification.from_pretrained(reward_model_dir).eval()
+    answers = [LONG_ANSWER, "As an AI language model, I do not experience weather, so I cannot enjoy or dislike rain."]
+    conversations = [conversation(EXAMPLE["prompt"], answer) for answer in answers]
+    scores = solution["reward_scores"](model, reward_tokenizer, conversations, answer_tokens=6)
+    # TRL's PPO: an answer without an end-of-turn token fills the whole response length, and its reward is read
+    # at its last token.
+    prompt_ids = solution["tokenize_prompt"]({"prompt": EXAMPLE["prompt"]}, reward_tokenizer)["input_ids"]
+    responses = [reward_tokenizer(answer, add_special_tokens=False)["input_ids"][:6] for answer in answers]
+    query_responses = torch.tensor([prompt_ids + response for response in responses])
+    with torch.no_grad():
+        _, ppo_scores, _ = get_reward(model, query_responses, reward_tokenizer.pad_token_id, len(prompt_ids))
+    assert torch.allclose(ppo_scores, torch.tensor(scores), atol=1e-4)
+    finished = solution["reward_scores"](model, reward_tokenizer, conversations)
+    assert not torch.allclose(torch.tensor(finished), torch.tensor(scores), atol=1e-4), "cut answers are read elsewhere"
+
+
+def test_reward_training_pairs_add_one_cut_copy_of_every_pair(solution, reward_tokenizer, monkeypatch):
+    low, high = solution["RM_CUT_ANSWERS"]
+    rows = [{"prompt": f"Do you like rainy day number {i}?", "chosen": f"{LONG_ANSWER} {i}",
+             "rejected": f"As an AI language model, I have no feelings about rain or about day number {i} at all."}
+            for i in range(6)]
+    pairs = Dataset.from_list(rows).map(solution["to_implicit_prompt_preferences"], remove_columns=["prompt"])
+    training = solution["reward_training_pairs"](pairs, reward_tokenizer)
+    assert len(training) == 12 and training[:] == solution["reward_training_pairs"](pairs, reward_tokenizer)[:]
+    eos = reward_tokenizer.eos_token_id
+    finished = [row for row in training if row["chosen_ids"][-1] == eos]
+    cut = [row for row in training if row["chosen_ids"][-1] != eos]
+    assert len(finished) == len(cut) == 6
+    for row in cut:
+        prompt = len(reward_tokenizer.apply_chat_template(row["chosen"][:1], add_generation_prompt=True, tokenize=True,
+                                                          return_dict=True)["input_ids"])
+        assert row["rejected_ids"][-1] != eos and len(row["rejected_ids"]) == len(row["chosen_ids"])
+        assert low <= len(row["chosen_ids"]) - prompt <= high
+    assert sorted(map(tuple, (row["chosen_ids"] for row in finished))) == sorted(
+        tuple(solution["conversation_ids"](messages, reward_tokenizer)) for messages in pairs["chosen"])
+
+    monkeypatch.setitem(solution, "RM_CUT_ANSWERS", None)
+    only_finished = solution["reward_training_pairs"](pairs, reward_tokenizer)
+    assert only_finished["chosen_ids"] == pairs.map(solution["tokenize_reward_pair"],
+                                                    fn_kwargs={"tokenizer": reward_tokenizer})["chosen_ids"]
+
+
 def test_pooling_rules_land_where_the_notebook_says(solution, reward_tokenizer):
     ids = solution["conversation_ids"](conversation("Hi?", "Hello!"), reward_tokenizer)
     eos = reward_tokenizer.eos_token_id

@@ -47,7 +47,7 @@
 # | Part | Colab T4 (estimate) | H100 (estimate) |
 # | --- | --- | --- |
 # | DPO, one epoch (10,884 pairs) | 10-20 min | 1-3 min |
-# | Reward model, one epoch | 5-15 min | 1-2 min |
+# | Reward model, one epoch (each pair once finished, once cut short) | 8-20 min | 1-3 min |
 # | PPO, 4,000 episodes | 10-20 min | 2-5 min |
 # | Analysis and starred tasks | 5-10 min | 1-3 min |
 
@@ -81,7 +81,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
-from datasets import Dataset, load_dataset
+from datasets import Dataset, concatenate_datasets, load_dataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import (
