@@ -447,6 +447,9 @@ axes[0].set_ylabel("pairwise loss")
 axes[1].plot([entry["step"] for entry in _steps], [entry["accuracy"] for entry in _steps], marker=".",
              label="training batches")
 axes[1].axhline(RM_METRICS["accuracy"], color="tab:green", linestyle="--", label="held-out")
+axes[1].axhline(RM_METRICS["accuracy_cut_16"], color="tab:purple", linestyle=":",
+                label="held-out, answers cut\nafter 16 tokens (as PPO\nreads most answers)")
+axes[1].axhline(0.5, color="gray", lw=0.5)  # a coin flip
 axes[1].set_ylim(-0.02, 1.02)
 axes[1].set_title("reward model pairwise accuracy")
 axes[1].set_ylabel("fraction of pairs ranked right")
