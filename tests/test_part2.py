@@ -390,7 +390,7 @@ def test_bench_ppo_smoke_on_the_tiny_model(fixtures, reward_model_dir, tmp_path)
 
     out = tmp_path / "ppo"
     command = [sys.executable, "-m", "autograder", "bench", "ppo", "--model", str(fixtures.tiny), "--reward-model",
-               str(reward_model_dir), "--updates", "2", "--eval-prompts", "4", "--threads", "1", "--out", str(out),
+               str(reward_model_dir), "--updates", "2", "--eval-prompts", "4", "--samples", "3", "--threads", "1", "--out", str(out),
                "--set", "PPO_RESPONSE_LENGTH=8", "--set", "PPO_MISSING_EOS_PENALTY=None", "--set", "PPO_TRAIN_PROMPTS=3",
                "--set", "PPO_BATCH_SIZE=2", "--set", "num_mini_batches=2", "--set", "temperature=0.5"]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
@@ -403,6 +403,10 @@ def test_bench_ppo_smoke_on_the_tiny_model(fixtures, reward_model_dir, tmp_path)
     for when in ("before", "after"):
         assert set(result["held_out"][when]) == {"score", "reward", "finished"}
         assert result["held_out"][when]["score"] == pytest.approx(result["held_out"][when]["reward"])  # no penalty
+    assert len(result["samples"]) == 3 and all(set(s) == {"prompt", "before", "after"} for s in result["samples"])
+    assert all(isinstance(s["before"], str) and isinstance(s["after"], str) for s in result["samples"])
+    assert len({s["prompt"] for s in result["samples"]}) == 3  # three different held-out prompts
+    assert "greedy sample answers" in done.stdout
     assert out.with_suffix(".png").stat().st_size > 10_000
     bad = subprocess.run(command[:-2] + ["--set", "tempreature=0.5"], cwd=REPO_ROOT, capture_output=True, text=True,
                          timeout=300)

@@ -19,7 +19,8 @@
   demo's, with the notebook's own `make_ppo_config`/`build_ppo_trainer` and the `demo` profile's PPO settings
   (its 8 training prompts included; `--set PPO_TRAIN_PROMPTS=None` answers every training prompt; other
   constants and PPOConfig fields likewise), on the SmolLM2 fixture and the reward model the demo saved. Writes
-  the reward and KL of every update to PREFIX.json and a plot to PREFIX.png (default `docs/ppo_bench`).
+  the reward and KL of every update to PREFIX.json and a plot to PREFIX.png (default `docs/ppo_bench`), with
+  the greedy answers to the first `--samples` held-out prompts before and after training.
 
 Timings depend on the machine and on its load: compare the numbers of one run, and read `load_avg` in the
 output (the 1-minute load average of the machine, before and after).
@@ -700,6 +701,7 @@ def bench_ppo(args: argparse.Namespace) -> int:
 
     from autograder.fixtures.build import build_fixtures
     from autograder.notebook.execute import environment
+    from autograder.review.measure import is_degenerate
 
     constants, fields = parse_settings(args.set)
     reward_model = Path(args.reward_model).resolve()
@@ -737,10 +739,14 @@ def bench_ppo(args: argparse.Namespace) -> int:
             evaluate = lambda model: ns["score_answers"](  # noqa: E731
                 model, reward, tokenizer, eval_prompts, ns["PPO_RESPONSE_LENGTH"], ns["PPO_MISSING_EOS_PENALTY"])
             held_out = {"prompts": len(eval_prompts), "before": evaluate(ref_policy)}
+            answer = lambda model, prompt: ns["generate_reply"](model, tokenizer, prompt, ns["PPO_RESPONSE_LENGTH"])  # noqa: E731
+            samples = [{"prompt": prompt, "before": answer(ref_policy, prompt)} for prompt in eval_prompts[: args.samples]]
             start = time.perf_counter()
             trainer.train()
             seconds = time.perf_counter() - start
             held_out["after"] = evaluate(policy)
+            for sample in samples:
+                sample["after"] = answer(policy, sample["prompt"])
     keys = ("episode", "objective/scores", "objective/rlhf_reward", "objective/kl", "objective/entropy",
             "policy/approxkl_avg", "policy/clipfrac_avg")
     updates = [{"update": i + 1, **{key: row[key] for key in keys}}
@@ -749,7 +755,7 @@ def bench_ppo(args: argparse.Namespace) -> int:
               "date": time.strftime("%Y-%m-%d", time.gmtime()), "machine": machine(), "settings": settings,
               "seed": args.seed, "train_prompts": len(train_pairs), "reward_model": str(reward_model), "seconds": round(seconds, 1),
               "load_avg": [load_start, os.getloadavg()[0]], "summary": ppo_summary(updates), "held_out": held_out,
-              "updates": updates}
+              "samples": samples, "updates": updates}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
@@ -758,7 +764,9 @@ def bench_ppo(args: argparse.Namespace) -> int:
     print(f"PPO, {summary['updates']} updates in {seconds:.0f} s: mean score first quarter "
           f"{summary['first_quarter_score']:.3f}, last quarter {summary['last_quarter_score']:.3f}; KL at the end "
           f"{summary['final_kl']:.2f} (max {summary['max_kl']:.2f}); {held_out['prompts']} held-out prompts, greedy: "
-          f"mean score {held_out['before']['score']:.3f} before, {held_out['after']['score']:.3f} after. Wrote {out.with_suffix('.json')} and "
+          f"mean score {held_out['before']['score']:.3f} before, {held_out['after']['score']:.3f} after; "
+          f"{sum(is_degenerate(sample['after']) for sample in samples)} of {len(samples)} greedy sample answers after "
+          f"training repeat themselves (read them under \"samples\"). Wrote {out.with_suffix('.json')} and "
           f"{out.with_suffix('.png')}")
     return 0
 
@@ -808,6 +816,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ppo.add_argument("--model", help="policy folder (default: the SmolLM2-135M-Instruct fixture)")
     ppo.add_argument("--seed", type=int, default=42, help="seed of the run: set_seed and PPOConfig.seed (the notebook: 42)")
     ppo.add_argument("--eval-prompts", type=int, default=32, help="held-out prompts scored before and after")
+    ppo.add_argument("--samples", type=int, default=4,
+                     help="held-out prompts whose greedy answers before and after training go into the JSON")
     ppo.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                      help="override a notebook constant (PPO_LR=2e-5) or a PPOConfig field (temperature=0.3); repeat")
     ppo.add_argument("--out", default=str(REPO_ROOT / "docs" / "ppo_bench"), help="writes OUT.json and OUT.png")
