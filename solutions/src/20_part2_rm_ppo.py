@@ -876,8 +876,8 @@ grade_cell("test_ppo", globals())
 # answer. A KL that shoots up while the score stays flat means the policy is drifting without learning (learning rate too
 # high or batches too small); a score that rises while the answers become repetitive, or just echo the user's
 # message back (a 24-update CPU run of the demo's settings learned exactly that), means the policy found a
-# hole in the reward model, and the KL penalty is too weak: read the answers, not only the curve. And before you tune PPO, check that there is
-# something to climb: the reward model's held-out accuracy on answers cut after 16 tokens (printed in the
+# hole in the reward model, and the KL penalty is too weak: read the answers, not only the curve. And before
+# you tune PPO, check that there is something to climb: the reward model's held-out accuracy on answers cut after 16 tokens (printed in the
 # reward-model section) should be well above 0.5, since cut answers are what PPO shows it. In the course's CPU
 # runs, twenty PPO settings tried with a reward model trained on finished answers only never raised the score;
 # the cut copies (*Unfinished answers* above) were what made it rise.
